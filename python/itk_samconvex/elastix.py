@@ -1,0 +1,244 @@
+"""elastix interop: TransformParameters files, itk-elastix objects, affine pre-alignment.
+
+elastix transforms map fixed points to moving points, like ITK's. With
+``HowToCombineTransforms "Compose"`` a transform with an initial transform T0 is
+``T(x) = T0(T1(x))`` (verified against itk-elastix's own CombinationTransform), so a chain
+of maps [T0, T1, ..., Tn] is the ITK composite with T0 added first (applied last).
+
+Closed forms are built for the linear elastix transforms (Translation, Euler, Similarity,
+Affine). Others (B-spline, ...) are densified with transformix on the fixed grid, which
+needs itk-elastix and the fixed image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+from pathlib import Path
+
+import itk
+import numpy as np
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+ParameterMap = dict[str, list[str]]
+LINEAR_TYPES = ("TranslationTransform", "EulerTransform", "SimilarityTransform",
+                "AffineTransform")
+
+
+def parse_parameter_text(text: str) -> ParameterMap:
+    """Parse elastix parameter-file text: ``(Key value value ...)`` lines, ``//`` comments."""
+    params: ParameterMap = {}
+    for raw in text.splitlines():
+        line = raw.split("//", 1)[0].strip()
+        match = re.fullmatch(r"\(\s*(\w+)\s*(.*)\)", line)
+        if not match:
+            continue
+        key, rest = match.groups()
+        params[key] = shlex.split(rest) if rest.strip() else []
+    return params
+
+
+def _floats(params: ParameterMap, key: str, count: int | None = None) -> list[float]:
+    if key not in params:
+        raise InputError(f"elastix parameters lack ({key} ...); the file is incomplete.")
+    values = [float(v) for v in params[key]]
+    if count is not None and len(values) != count:
+        raise InputError(f"elastix ({key} ...) has {len(values)} values, expected {count}.")
+    return values
+
+
+def transform_from_map(params: ParameterMap):
+    """The ITK transform of one elastix parameter map of a linear type (no chaining)."""
+    kind = (params.get("Transform") or [""])[0]
+    dim = int((params.get("FixedImageDimension") or ["3"])[0])
+    if dim != 3:
+        raise InputError(f"elastix transform is {dim}-D; SAMConvex needs 3-D transforms.")
+    if kind == "TranslationTransform":
+        transform = itk.TranslationTransform[itk.D, 3].New()
+        transform.SetParameters(_parameters(_floats(params, "TransformParameters", 3)))
+        return transform
+    centre = _floats(params, "CenterOfRotationPoint", 3)
+    if kind == "EulerTransform":
+        transform = itk.Euler3DTransform[itk.D].New()
+        zyx = (params.get("ComputeZYX") or ["false"])[0].lower() == "true"
+        transform.SetComputeZYX(zyx)
+        values = _floats(params, "TransformParameters", 6)
+    elif kind == "SimilarityTransform":
+        transform = itk.Similarity3DTransform[itk.D].New()
+        values = _floats(params, "TransformParameters", 7)
+    elif kind == "AffineTransform":
+        transform = itk.AffineTransform[itk.D, 3].New()
+        values = _floats(params, "TransformParameters", 12)
+    else:
+        raise InputError(f"elastix transform type {kind!r} has no closed form here.")
+    transform.SetCenter(centre)
+    transform.SetParameters(_parameters(values))
+    return transform
+
+
+def _parameters(values: list[float]):
+    array = itk.OptimizerParameters[itk.D](len(values))
+    for i, v in enumerate(values):
+        array.SetElement(i, float(v))
+    return array
+
+
+def read_parameter_file(path: str | os.PathLike, fixed=None):
+    """ITK transform of an elastix ``TransformParameters.*.txt`` file, following its chain.
+
+    ``InitialTransformParameterFileName`` entries are resolved relative to the file's folder
+    when they are not found as given.
+    """
+    path = Path(path)
+    chain: list[ParameterMap] = []
+    seen: set[Path] = set()
+    current: Path | None = path
+    while current is not None:
+        if current.resolve() in seen:
+            raise InputError(f"elastix transform chain loops at {current}.")
+        seen.add(current.resolve())
+        params = parse_parameter_text(current.read_text(encoding="utf-8", errors="replace"))
+        if "Transform" not in params:
+            raise InputError(f"{current} is not an elastix TransformParameters file (no "
+                             "(Transform ...) entry).")
+        chain.append(params)
+        initial = (params.get("InitialTransformParameterFileName") or ["NoInitialTransform"])[0]
+        if initial in ("NoInitialTransform", ""):
+            current = None
+        else:
+            candidate = Path(initial)
+            if not candidate.is_file():
+                candidate = current.parent / Path(initial).name
+            if not candidate.is_file():
+                raise InputError(
+                    f"{current} chains to initial transform {initial}, which does not exist; "
+                    "keep the TransformParameters files of all stages in one folder."
+                )
+            current = candidate
+    return _compose_maps(list(reversed(chain)), fixed)
+
+
+def _compose_maps(maps: list[ParameterMap], fixed=None):
+    """ITK transform of elastix maps [T0 (innermost initial), ..., Tn] = T0 o ... o Tn."""
+    for params in maps[1:]:
+        how = (params.get("HowToCombineTransforms") or ["Compose"])[0]
+        if how != "Compose":
+            raise InputError(
+                f"elastix HowToCombineTransforms {how!r} is not supported; re-run elastix with "
+                '(HowToCombineTransforms "Compose") or pass a dense transformix field.'
+            )
+    if all((p.get("Transform") or [""])[0] in LINEAR_TYPES for p in maps):
+        transforms = [transform_from_map(p) for p in maps]
+        if len(transforms) == 1:
+            return transforms[0]
+        composite = itk.CompositeTransform[itk.D, 3].New()
+        for transform in transforms:
+            composite.AddTransform(transform)
+        return composite
+    return _dense_from_maps(maps, fixed)
+
+
+def from_parameter_object(parameter_object, fixed=None):
+    """ITK transform of an itk-elastix ``ParameterObject`` (maps chained in order)."""
+    maps = []
+    for i in range(parameter_object.GetNumberOfParameterMaps()):
+        source = parameter_object.GetParameterMap(i)
+        maps.append({k: list(source[k]) for k in source})
+    if not maps:
+        raise InputError("the elastix ParameterObject holds no parameter map.")
+    return _compose_maps(maps, fixed)
+
+
+def from_registration_method(method):
+    """``ConvertToItkTransform(GetCombinationTransform())`` of a finished elastix run."""
+    try:
+        combined = method.GetCombinationTransform()
+    except Exception as error:
+        raise InputError("the ElastixRegistrationMethod has no transform; call Update() on it "
+                         "first.") from error
+    if combined is None:
+        raise InputError("the ElastixRegistrationMethod has no transform; call Update() first.")
+    return method.ConvertToItkTransform(combined)
+
+
+def _require_elastix():
+    if not hasattr(itk, "ElastixRegistrationMethod"):
+        raise InputError("this needs itk-elastix: pip install 'itk-samconvex[elastix]'.")
+    try:
+        itk.ParameterObject  # noqa: B018 - triggers itk's lazy load
+    except AttributeError as error:
+        raise InputError("this needs itk-elastix: pip install 'itk-samconvex[elastix]'.") from error
+
+
+def _dense_from_maps(maps: list[ParameterMap], fixed):
+    """DisplacementFieldTransform of any elastix chain, densified by transformix."""
+    from .space import Grid
+    from .transforms import displacement_transform
+
+    if fixed is None:
+        kinds = [(p.get("Transform") or ["?"])[0] for p in maps]
+        raise InputError(
+            f"elastix transform(s) {kinds} have no closed form; pass the fixed image so they "
+            "can be densified on its grid."
+        )
+    _require_elastix()
+    parameter_object = itk.ParameterObject.New()
+    for index, params in enumerate(maps):
+        params = dict(params)
+        params["InitialTransformParameterFileName"] = ["NoInitialTransform"]
+        del index
+        parameter_object.AddParameterMap(params)
+    float_fixed = itk.cast_image_filter(fixed, ttype=(type(fixed), itk.Image[itk.F, 3]))
+    field = itk.transformix_deformation_field(float_fixed, parameter_object)
+    array = np.asarray(itk.array_view_from_image(field), dtype=np.float32)
+    logger.info("densified elastix transform(s) on the fixed grid with transformix")
+    return displacement_transform(array, Grid.of(fixed))
+
+
+def elastix_affine(fixed, moving, iterations: int = 500, resolutions: int = 4,
+                   fixed_mask=None, moving_mask=None, threads: int | None = None):
+    """Affine pre-alignment with itk-elastix (fixed -> moving ITK transform).
+
+    Uses elastix's default affine map (Mattes mutual information, adaptive stochastic
+    gradient descent) with a geometric-centre initialisation, linear final interpolation.
+    """
+    _require_elastix()
+    parameter_object = itk.ParameterObject.New()
+    params = parameter_object.GetDefaultParameterMap("affine", resolutions)
+    params["MaximumNumberOfIterations"] = [str(iterations)]
+    params["AutomaticTransformInitialization"] = ["true"]
+    params["AutomaticTransformInitializationMethod"] = ["GeometricalCenter"]
+    params["FinalBSplineInterpolationOrder"] = ["1"]
+    parameter_object.AddParameterMap(params)
+    float_type = itk.Image[itk.F, 3]
+
+    def as_float(image):
+        return image if isinstance(image, float_type) else itk.cast_image_filter(
+            image, ttype=(type(image), float_type))
+
+    method = itk.ElastixRegistrationMethod[float_type, float_type].New(
+        as_float(fixed), as_float(moving), parameter_object=parameter_object,
+        log_to_console=False,
+    )
+    if fixed_mask is not None:
+        method.SetFixedMask(_as_uc(fixed_mask))
+    if moving_mask is not None:
+        method.SetMovingMask(_as_uc(moving_mask))
+    if threads:
+        method.SetNumberOfThreads(int(threads))
+    method.Update()
+    return from_registration_method(method)
+
+
+def _as_uc(mask):
+    uc = itk.Image[itk.UC, 3]
+    if isinstance(mask, uc):
+        return mask
+    binary = itk.binary_threshold_image_filter(mask, lower_threshold=1, inside_value=1,
+                                               outside_value=0, ttype=(type(mask), uc))
+    return binary

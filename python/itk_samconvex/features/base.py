@@ -1,0 +1,72 @@
+"""The feature-extractor interface shared by MIND-SSC and SAM.
+
+An extractor maps a CT tensor on some grid to one or more feature maps, each with its stride
+relative to that grid. The pyramid moves every map onto each level's grid and concatenates
+them (``to_level_grid``), so an extractor never needs to know about levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..warp import change_level
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """One feature map.
+
+    Attributes:
+        values: (1, C, Z', Y', X') features; voxel ``j`` is centred on input index
+            ``stride * j + (stride - 1) / 2`` per axis.
+        stride: (z, y, x) integer stride relative to the input grid of the extractor.
+        kind: ``"local"`` (detail) or ``"global"`` (context); levels may drop global maps.
+        normalized: True when every feature vector has unit L2 norm (cosine features).
+    """
+
+    values: Tensor
+    stride: tuple[int, int, int]
+    kind: str = "local"
+    normalized: bool = False
+
+
+class FeatureExtractor(Protocol):
+    """What the registration needs from a feature backend."""
+
+    name: str
+
+    def __call__(self, image: Tensor) -> list[FeatureMap]:
+        """Features of ``image``: (1, 1, Z, Y, X) Hounsfield units on an isotropic grid."""
+        ...
+
+
+def to_level_grid(
+    maps: list[FeatureMap],
+    input_factor: int,
+    level_factor: int,
+    level_shape: tuple[int, int, int],
+    use_global: bool = True,
+) -> Tensor:
+    """Concatenate ``maps`` (extracted on the grid ``input_factor``) on the level grid.
+
+    Maps finer than the level are block-averaged, coarser maps are interpolated at exact
+    voxel-centre coordinates; unit-norm maps are re-normalised after resampling.
+    Returns (1, C_total, *level_shape).
+    """
+    parts = []
+    for fmap in maps:
+        if fmap.kind == "global" and not use_global:
+            continue
+        src = tuple(input_factor * s for s in fmap.stride)
+        values = change_level(fmap.values, src, (level_factor,) * 3, level_shape)
+        if fmap.normalized:
+            values = torch.nn.functional.normalize(values, dim=1, eps=1e-6)
+        parts.append(values)
+    if not parts:
+        raise ValueError("no feature map is used at this level (all maps are global)")
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

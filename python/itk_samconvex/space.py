@@ -1,0 +1,399 @@
+"""The one bridge between ITK physical space and the solver's tensors.
+
+Frames and orders used here:
+
+* ITK physical space: LPS, millimetres. ``x = origin + D @ diag(spacing) @ index`` with the
+  index in ITK order (i, j, k) = (x, y, z); column ``a`` of ``D`` is index axis ``a``.
+* Tensors and numpy arrays of images are in (z, y, x) order (``itk.array_view_from_image``).
+* Solver displacement fields are (1, 3, Z, Y, X) in working-grid voxels with channels in
+  tensor order (z, y, x). ITK fields are (Z, Y, X, 3) arrays of physical (x, y, z) mm.
+
+The *working grid* has the fixed image's direction, isotropic spacing, and covers the fixed
+image's extent (optionally cropped to its foreground), extended to a multiple of the coarsest
+pyramid factor so that every level grid tiles it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import itk
+import numpy as np
+import torch
+
+from .errors import InputError
+from .warp import linear_along
+
+Tensor = torch.Tensor
+
+COORDINATE_TOLERANCE = 1e-6  # ITK's default, relative to the spacing
+DIRECTION_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A 3-D voxel grid in ITK physical space.
+
+    Attributes:
+        size: voxels per index axis, ITK order (x, y, z).
+        spacing: mm per index axis, ITK order (x, y, z).
+        origin: LPS position (mm) of the centre of voxel (0, 0, 0).
+        direction: 3x3 direction matrix, row-major; column ``a`` is index axis ``a``.
+    """
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (z, y, x)."""
+        return (self.size[2], self.size[1], self.size[0])
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+
+    @property
+    def index_to_physical(self) -> np.ndarray:
+        """4x4 homogeneous matrix taking (i, j, k, 1) to LPS mm."""
+        m = np.eye(4)
+        m[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    @property
+    def num_voxels(self) -> int:
+        return int(np.prod(self.size))
+
+    def apply_to(self, image) -> None:
+        """Set this grid's origin, spacing and direction on an ITK image."""
+        image.SetOrigin([float(v) for v in self.origin])
+        image.SetSpacing([float(v) for v in self.spacing])
+        image.SetDirection(itk.matrix_from_array(self.direction_matrix))
+
+    @classmethod
+    def of(cls, image) -> Grid:
+        """The grid of an ITK image."""
+        region = image.GetLargestPossibleRegion()
+        return cls(
+            size=tuple(int(v) for v in region.GetSize()),
+            spacing=tuple(float(v) for v in image.GetSpacing()),
+            origin=tuple(float(v) for v in image.GetOrigin()),
+            direction=tuple(float(v) for v in itk.array_from_matrix(image.GetDirection()).ravel()),
+        )
+
+    def same_as(self, other: Grid) -> bool:
+        """Equal within ITK's coordinate and direction tolerances."""
+        if self.size != other.size:
+            return False
+        tol = COORDINATE_TOLERANCE * max(self.spacing)
+        return (
+            np.allclose(self.spacing, other.spacing, rtol=0, atol=tol)
+            and np.allclose(self.origin, other.origin, rtol=0, atol=tol)
+            and np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_TOLERANCE)
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# validation
+
+
+def check_image(image, name: str, *, allow_integer_only: bool = False) -> Grid:
+    """Validate a 3-D scalar ITK image; return its grid. Raises TypeError/InputError."""
+    if isinstance(image, np.ndarray) or torch.is_tensor(image):
+        raise TypeError(
+            f"{name} is a {type(image).__name__} without physical geometry; pass an itk.Image "
+            "(e.g. itk.imread(path) or itk.image_from_array(array) followed by SetSpacing, "
+            "SetOrigin and SetDirection)."
+        )
+    if not hasattr(image, "GetLargestPossibleRegion"):
+        raise TypeError(f"{name} must be an itk.Image, got {type(image).__name__}.")
+    try:
+        _, (pixel, dimension) = itk.template(image)
+    except Exception as error:
+        raise TypeError(f"{name} must be an itk.Image, got {type(image).__name__}.") from error
+    if dimension != 3:
+        raise InputError(
+            f"{name} is {dimension}-D; SAMConvex registers 3-D volumes. Pass a 3-D image "
+            "(stack the slices of a 2-D series into a volume first)."
+        )
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} components per pixel; pass a "
+            "scalar CT image (one value per voxel), e.g. extract one component first."
+        )
+    grid = Grid.of(image)
+    if min(grid.size) < 2:
+        raise InputError(f"{name} has size {grid.size}; every axis needs at least 2 voxels.")
+    if min(grid.spacing) <= 0:
+        raise InputError(f"{name} has non-positive spacing {grid.spacing}; fix its header.")
+    det = float(np.linalg.det(grid.direction_matrix))
+    if not math.isfinite(det) or abs(abs(det) - 1) > 1e-3:
+        raise InputError(
+            f"{name} has a direction matrix with determinant {det:.4g}; it must be orthonormal. "
+            "Fix the image header (e.g. re-orthonormalise the direction cosines)."
+        )
+    if not allow_integer_only:
+        values = itk.array_view_from_image(image)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise InputError(
+                f"{name} contains {bad} NaN or infinite voxel values; replace them (for CT, with "
+                "-1024 HU air) before registering."
+            )
+    del pixel
+    return grid
+
+
+def check_mask(mask, name: str, image_grid: Grid, image_name: str) -> Grid:
+    """A mask must be on its image's grid (ITK tolerance) and contain at least one voxel."""
+    grid = check_image(mask, name, allow_integer_only=True)
+    if not grid.same_as(image_grid):
+        raise InputError(
+            f"{name} is not on the grid of {image_name} (mask size/spacing/origin {grid.size}/"
+            f"{_fmt(grid.spacing)}/{_fmt(grid.origin)} vs image {image_grid.size}/"
+            f"{_fmt(image_grid.spacing)}/{_fmt(image_grid.origin)}); resample the mask onto the "
+            "image with nearest-neighbour interpolation first."
+        )
+    if not np.any(itk.array_view_from_image(mask)):
+        raise InputError(f"{name} is empty (no non-zero voxel); pass a mask that covers the "
+                         "region to register, or no mask.")
+    return grid
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+# ------------------------------------------------------------------------------------------
+# working grid
+
+
+def working_grid(
+    fixed: Grid,
+    spacing_mm: float,
+    multiple: int = 8,
+    box_mm: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Grid:
+    """Isotropic grid with the fixed image's direction covering ``box_mm`` (or its extent).
+
+    Args:
+        fixed: the fixed image's grid.
+        spacing_mm: isotropic working spacing.
+        multiple: every axis size is rounded up to a multiple of this (coarsest factor).
+        box_mm: (low, high) corners in the fixed image's axis frame, mm relative to the fixed
+            origin (see ``foreground_box``); default the full extent of the fixed voxels.
+    """
+    sp = np.asarray(fixed.spacing)
+    if box_mm is None:
+        low = -0.5 * sp
+        high = (np.asarray(fixed.size) - 0.5) * sp
+    else:
+        low, high = (np.asarray(v, dtype=np.float64) for v in box_mm)
+    extent = high - low
+    size = np.maximum(np.ceil(extent / spacing_mm - 1e-9).astype(int), 1)
+    size = ((size + multiple - 1) // multiple) * multiple
+    centre = 0.5 * (low + high)
+    first = centre - 0.5 * (size - 1) * spacing_mm  # index 0 of the working grid, fixed frame
+    origin = np.asarray(fixed.origin) + fixed.direction_matrix @ first
+    return Grid(
+        size=tuple(int(v) for v in size),
+        spacing=(float(spacing_mm),) * 3,
+        origin=tuple(float(v) for v in origin),
+        direction=fixed.direction,
+    )
+
+
+def foreground_box(
+    image, grid: Grid, threshold: float, margin_mm: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bounding box of voxels above ``threshold`` plus a margin, in the image's axis frame.
+
+    Returns (low, high) in mm relative to the image origin along its index axes (x, y, z),
+    clipped to the image extent, or None when nothing is above the threshold.
+    """
+    values = itk.array_view_from_image(image)
+    above = values > threshold
+    if not above.any():
+        return None
+    sp = np.asarray(grid.spacing)
+    lo_idx, hi_idx = [], []
+    for axis in range(3):  # array axes are (z, y, x)
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(above.any(axis=other))
+        lo_idx.append(hits[0])
+        hi_idx.append(hits[-1])
+    lo = np.asarray(lo_idx[::-1], dtype=np.float64)  # -> (x, y, z)
+    hi = np.asarray(hi_idx[::-1], dtype=np.float64)
+    low = np.maximum((lo - 0.5) * sp - margin_mm, -0.5 * sp)
+    high = np.minimum((hi + 0.5) * sp + margin_mm, (np.asarray(grid.size) - 0.5) * sp)
+    return low, high
+
+
+# ------------------------------------------------------------------------------------------
+# images onto the working grid
+
+
+def as_float_image(image):
+    """The image as ``itk.Image[itk.F, 3]`` (a cast copy unless it already is one)."""
+    float_type = itk.Image[itk.F, 3]
+    if isinstance(image, float_type):
+        return image
+    return itk.cast_image_filter(image, ttype=(type(image), float_type))
+
+
+def antialias(image, target_spacing_mm: float):
+    """Gaussian pre-filter for axes whose spacing is finer than the target.
+
+    sigma_a = sqrt(target^2 - spacing_a^2) / 2.355 (mm): the blur that turns the voxel's
+    resolution into the target's (FWHM matching). Axes already coarser are left alone.
+    """
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    sigma = np.sqrt(np.maximum(target_spacing_mm**2 - spacing**2, 0.0)) / 2.3548
+    if np.all(sigma < 0.25 * spacing):
+        return image
+    # recursive Gaussian ignores sigma <= 0 badly; keep a tiny positive value on coarse axes
+    sigma = np.maximum(sigma, 1e-3 * spacing)
+    smoother = itk.SmoothingRecursiveGaussianImageFilter.New(as_float_image(image))
+    smoother.SetSigmaArray([float(s) for s in sigma])
+    smoother.Update()
+    return smoother.GetOutput()
+
+
+def resample_onto(
+    image,
+    grid: Grid,
+    transform=None,
+    nearest: bool = False,
+    default_value: float = 0.0,
+) -> np.ndarray:
+    """Sample ``image`` at the voxels of ``grid`` (through ``transform``: grid -> image).
+
+    Returns a float32 (z, y, x) array. Linear interpolation, or nearest neighbour for masks
+    and labels. Points outside the image get ``default_value``.
+    """
+    source = image if nearest else as_float_image(image)
+    kwargs = {
+        "size": [int(v) for v in grid.size],
+        "output_spacing": [float(v) for v in grid.spacing],
+        "output_origin": [float(v) for v in grid.origin],
+        "output_direction": itk.matrix_from_array(grid.direction_matrix),
+        "default_pixel_value": default_value,
+    }
+    if transform is not None:
+        kwargs["transform"] = transform
+    if nearest:
+        kwargs["interpolator"] = itk.NearestNeighborInterpolateImageFunction.New(source)
+    out = itk.resample_image_filter(source, **kwargs)
+    return np.asarray(itk.array_view_from_image(out), dtype=np.float32).copy()
+
+
+# ------------------------------------------------------------------------------------------
+# fields back to ITK
+
+
+def index_displacement_matrix(grid: Grid) -> np.ndarray:
+    """3x3 matrix taking an (x, y, z) displacement in ``grid`` voxels to LPS mm."""
+    return grid.direction_matrix @ np.diag(grid.spacing)
+
+
+def level_grid(working: Grid, factor: int) -> Grid:
+    """The level grid with spacing ``factor`` x working spacing that tiles ``working``.
+
+    Its voxel ``j`` is centred on working index ``factor * j + (factor - 1) / 2``.
+    """
+    if factor == 1:
+        return working
+    shift = working.direction_matrix @ (np.full(3, (factor - 1) / 2.0) * np.asarray(
+        working.spacing))
+    return Grid(
+        size=tuple(-(-n // factor) for n in working.size),
+        spacing=tuple(factor * s for s in working.spacing),
+        origin=tuple(float(v) for v in np.asarray(working.origin) + shift),
+        direction=working.direction,
+    )
+
+
+def field_to_grid(
+    field_vox: Tensor,
+    working: Grid,
+    target: Grid,
+    linear_map: np.ndarray | None = None,
+    index_affine: tuple[np.ndarray, np.ndarray] | None = None,
+    chunk_planes: int = 16,
+) -> np.ndarray:
+    """Resample a working-grid voxel field onto ``target`` and express it in LPS mm.
+
+    The target must share the working grid's direction (it is the fixed image's grid), so
+    the resampling is separable trilinear at exact coordinates (border values replicate).
+
+    Args:
+        field_vox: (1, 3, Z, Y, X) voxels of ``working``, channels (z, y, x).
+        working: the grid the field lives on (the working grid or one of its level grids).
+        target: the output grid.
+        linear_map: optional 3x3 applied to the physical displacement (the matrix of an
+            affine initial transform A, for ``A(x + u) - x``).
+        index_affine: optional (c0 (3,), W (3, 3)) adding ``c0 + W @ (i, j, k)`` in mm per
+            target voxel (the ``(A - I) x`` part of that baking).
+
+    Returns:
+        float32 array (Z_t, Y_t, X_t, 3) of LPS (x, y, z) mm displacements.
+    """
+    if not np.allclose(working.direction, target.direction, atol=DIRECTION_TOLERANCE):
+        raise ValueError("field_to_grid() needs the target to share the working direction")
+    d = working.direction_matrix
+    offset = d.T @ (np.asarray(target.origin) - np.asarray(working.origin))  # target index 0
+    coords = []
+    for axis in (2, 1, 0):  # tensor dims z, y, x <- ITK axes 2, 1, 0
+        i = np.arange(target.size[axis], dtype=np.float64)
+        pos = (offset[axis] + i * target.spacing[axis]) / working.spacing[axis]
+        coords.append(torch.as_tensor(pos, dtype=torch.float32))
+    matrix = index_displacement_matrix(working)
+    if linear_map is not None:
+        matrix = linear_map @ matrix
+    # channels come as (z, y, x): reorder the matrix columns instead of the tensor
+    m = torch.as_tensor(matrix[:, ::-1].copy(), dtype=torch.float32, device=field_vox.device)
+    zt, yt, xt = target.shape
+    out = np.empty((zt, yt, xt, 3), dtype=np.float32)
+    partial = linear_along(linear_along(field_vox, 3, coords[1]), 4, coords[2])
+    for z0 in range(0, zt, chunk_planes):
+        z1 = min(zt, z0 + chunk_planes)
+        slab = linear_along(partial, 2, coords[0][z0:z1])[0]  # (3, z, y, x)
+        phys = torch.einsum("ij,jzyx->zyxi", m, slab)
+        if index_affine is not None:
+            c0, w = (torch.as_tensor(v, dtype=torch.float32) for v in index_affine)
+            kk = torch.arange(z0, z1, dtype=torch.float32).view(-1, 1, 1, 1)
+            jj = torch.arange(yt, dtype=torch.float32).view(1, -1, 1, 1)
+            ii = torch.arange(xt, dtype=torch.float32).view(1, 1, -1, 1)
+            phys = phys.cpu() + c0 + ii * w[:, 0] + jj * w[:, 1] + kk * w[:, 2]
+        out[z0:z1] = phys.cpu().numpy()
+    return out
+
+
+def vector_image(array_zyx3: np.ndarray, grid: Grid, pixel=itk.F):
+    """An ITK-owned ``Image[Vector[pixel, 3], 3]`` on ``grid`` holding a copy of the array."""
+    if tuple(array_zyx3.shape) != (*grid.shape, 3):
+        raise ValueError(f"array shape {array_zyx3.shape} does not match grid {grid.shape}")
+    image = itk.Image[itk.Vector[pixel, 3], 3].New()
+    region = itk.ImageRegion[3]()
+    region.SetSize([int(v) for v in grid.size])
+    image.SetRegions(region)
+    grid.apply_to(image)
+    image.Allocate()
+    itk.array_view_from_image(image)[:] = array_zyx3
+    return image
+
+
+def scalar_image(array_zyx: np.ndarray, grid: Grid, pixel=itk.F):
+    """An ITK-owned scalar image on ``grid`` holding a copy of the array."""
+    image = itk.Image[pixel, 3].New()
+    region = itk.ImageRegion[3]()
+    region.SetSize([int(v) for v in grid.size])
+    image.SetRegions(region)
+    grid.apply_to(image)
+    image.Allocate()
+    itk.array_view_from_image(image)[:] = array_zyx
+    return image
