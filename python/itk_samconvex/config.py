@@ -1,6 +1,8 @@
 """All registration parameters in one dataclass, with presets and TOML load/save.
 
-Units: ``*_mm`` fields are millimetres; ``grid_factor`` and ``search_radius`` are in voxels
+Units: ``*_mm`` fields are millimetres (``working_spacing_mm`` is the finest working spacing:
+it grows when the working grid would exceed ``max_working_voxels``, which bounds run time and
+memory whatever the field of view); ``grid_factor`` and ``search_radius`` are in voxels
 (of the working grid and of the level grid respectively); coupling weights act on squared
 displacements in level-grid voxels (``coupling_units="voxel"``) or in the official code's
 normalised [-1, 1] units (``"normalized"``, paper parity).
@@ -11,11 +13,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .errors import InputError
 
@@ -44,6 +45,7 @@ class SAMConvexConfig:
 
     # --- working grid -------------------------------------------------------------------
     working_spacing_mm: float = 2.0
+    max_working_voxels: int | None = 2_500_000
     crop_to_foreground: bool = True
     foreground_threshold_hu: float = -500.0
     crop_margin_mm: float = 16.0
@@ -55,17 +57,18 @@ class SAMConvexConfig:
     sam_checkpoint: str | None = None
     mind_radius: int = 1
     mind_dilation: int = 2
-    feature_extraction: str = "once"  # "once": extract once, pool and warp; "per_level"
+    feature_extraction: str = "once"  # "once" | "pyramid" | "per_level" (see pyramid.py)
     # --- discrete coupled convex pyramid --------------------------------------------------
     levels: tuple[LevelConfig, ...] = (
         LevelConfig(8, 2),
         LevelConfig(4, 3),
-        LevelConfig(2, 2, use_global_features=False),
+        LevelConfig(2, 1, use_global_features=False),
     )
     coupling_weights: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     coupling_units: str = "voxel"  # "voxel" | "normalized"
     coupling_scale: float = 1.0
     cost_smoothing_passes: int = 0
+    subvoxel: bool = False
     initial_smoothing_passes: int = 1
     convex_smoothing_passes: int = 1
     level_smoothing_passes: int = 1
@@ -75,6 +78,7 @@ class SAMConvexConfig:
     instance_optimization: bool = True
     io_iterations: int = 50
     io_learning_rate: float = 0.25
+    io_adam_eps: float = 1e-2
     io_regularization: float = 1.0
     io_grid_factor: int = 2
     io_smoothing_passes: int = 3
@@ -102,6 +106,8 @@ class SAMConvexConfig:
             )
         if "levels" in changes:
             changes["levels"] = _coerce_levels(changes["levels"])
+        if changes.get("max_working_voxels") == 0:
+            changes["max_working_voxels"] = None  # 0 means no limit (TOML has no null)
         for name in ("coupling_weights",):
             if name in changes:
                 changes[name] = tuple(float(v) for v in changes[name])
@@ -116,10 +122,16 @@ class SAMConvexConfig:
         return max(max(level.grid_factor for level in self.levels), self.io_grid_factor)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (TOML/JSON friendly); ``None`` values are dropped."""
+        """Plain-data form (TOML/JSON friendly).
+
+        TOML has no null: ``max_working_voxels=None`` (no limit) is written as 0 and other
+        ``None`` values (defaults in every preset) are dropped.
+        """
         data = dataclasses.asdict(self)
         data["levels"] = [dataclasses.asdict(level) for level in self.levels]
         data["coupling_weights"] = list(self.coupling_weights)
+        if data["max_working_voxels"] is None:
+            data["max_working_voxels"] = 0
         return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
@@ -175,14 +187,17 @@ def _validate(cfg: SAMConvexConfig) -> None:
     def bad(name: str, problem: str, fix: str) -> InputError:
         return InputError(f"Parameter '{name}' {problem}; {fix}.")
 
+    if cfg.max_working_voxels is not None and cfg.max_working_voxels < 4096:
+        raise bad("max_working_voxels", f"is {cfg.max_working_voxels}",
+                  "use None (no limit) or at least 4096")
     if not cfg.working_spacing_mm > 0:
         raise bad("working_spacing_mm", f"is {cfg.working_spacing_mm}",
                   "use a positive value in mm")
     if cfg.features not in FEATURES:
         raise bad("features", f"is {cfg.features!r}", f"use one of {FEATURES}")
-    if cfg.feature_extraction not in ("once", "per_level"):
+    if cfg.feature_extraction not in ("once", "pyramid", "per_level"):
         raise bad("feature_extraction", f"is {cfg.feature_extraction!r}",
-                  "use 'once' or 'per_level'")
+                  "use 'once', 'pyramid' or 'per_level'")
     if cfg.coupling_units not in ("voxel", "normalized"):
         raise bad("coupling_units", f"is {cfg.coupling_units!r}", "use 'voxel' or 'normalized'")
     if cfg.padding not in ("replicate", "zeros"):
@@ -226,10 +241,12 @@ def preset_config(name: str = "default", **overrides: Any) -> SAMConvexConfig:
     base = SAMConvexConfig()
     if name == "paper":
         base = base.replace(
+            max_working_voxels=None,
             crop_to_foreground=False,
             feature_extraction="per_level",
             levels=(LevelConfig(8, 2), LevelConfig(4, 3), LevelConfig(2, 3, False)),
             coupling_units="normalized",
+            subvoxel=False,
             initial_smoothing_passes=1,
             convex_smoothing_passes=3,
             level_smoothing_passes=3,
@@ -237,6 +254,7 @@ def preset_config(name: str = "default", **overrides: Any) -> SAMConvexConfig:
             padding="zeros",
             io_iterations=50,
             io_learning_rate=0.05,
+            io_adam_eps=1e-4,
             io_regularization=1000.0,
             io_relinearize_every=1,
             io_parameterization="increment",

@@ -23,23 +23,49 @@ Tensor = torch.Tensor
 TIE_BREAK = 1e-4  # cost units per squared level voxel; only decides (near-)ties
 
 
-def _labels_to_field(argmin: Tensor, offsets: Tensor) -> Tensor:
-    """(Z, Y, X) label indices -> (1, 3, Z, Y, X) displacement in level voxels."""
-    return offsets[argmin].permute(3, 0, 1, 2).unsqueeze(0).contiguous()
+def _subvoxel_offsets(total: Tensor, best: Tensor, k: int) -> Tensor:
+    """Parabolic refinement of the argmin along each label axis.
+
+    For the chosen label and its two neighbours along an axis with costs (c-, c0, c+), the
+    vertex of the interpolating parabola lies at ``(c- - c+) / (2 (c- - 2 c0 + c+))``,
+    clipped to [-0.5, 0.5]; no refinement at the edge of the window or without curvature.
+
+    Args:
+        total: (N, L) coupled costs; best: (N,) argmin; k: labels per axis (2r + 1).
+
+    Returns:
+        (N, 3) offsets (z, y, x) in level voxels.
+    """
+    num_labels = total.shape[1]
+    out = torch.zeros((best.shape[0], 3), device=total.device)
+    c0 = total.gather(1, best[:, None])[:, 0]
+    for axis, step in enumerate((k * k, k, 1)):
+        position = (best // step) % k
+        usable = (position > 0) & (position < k - 1)
+        lower = total.gather(1, (best - step).clamp(0, num_labels - 1)[:, None])[:, 0]
+        upper = total.gather(1, (best + step).clamp(0, num_labels - 1)[:, None])[:, 0]
+        curvature = lower - 2 * c0 + upper
+        offset = 0.5 * (lower - upper) / curvature.clamp_min(1e-12)
+        out[:, axis] = torch.where(usable & (curvature > 1e-12), offset.clamp(-0.5, 0.5),
+                                   torch.zeros_like(offset))
+    return out
 
 
 def coupled_argmin(cost: Tensor, offsets: Tensor, field: Tensor, weight: float,
-                   axis_scale: Tensor, chunk_voxels: int = 1 << 14) -> Tensor:
-    """argmin_l cost(p, l) + weight * |axis_scale * (offsets_l - field(p))|^2.
+                   axis_scale: Tensor, chunk_voxels: int = 1 << 14,
+                   subvoxel: bool = False) -> Tensor:
+    """Displacement minimising ``cost(p, l) + weight * |axis_scale * (l - field(p))|^2``.
 
     Args:
         cost: (Z, Y, X, L) costs; offsets: (L, 3); field: (1, 3, Z, Y, X) level voxels;
-        axis_scale: (3,) unit conversion per axis.
+        axis_scale: (3,) unit conversion per axis; subvoxel: refine the label by a parabola
+            through its neighbours' costs (see ``_subvoxel_offsets``).
 
     Returns:
-        (Z, Y, X) label indices.
+        (1, 3, Z, Y, X) displacement in level voxels (integer labels unless ``subvoxel``).
     """
     nz, ny, nx, num_labels = cost.shape
+    k = round(num_labels ** (1 / 3))
     flat_cost = cost.view(-1, num_labels)
     s2 = axis_scale * axis_scale
     # rows: [-2 w s^2 l_z, -2 w s^2 l_y, -2 w s^2 l_x, w |s l|^2] -> (4, L)
@@ -48,12 +74,16 @@ def coupled_argmin(cost: Tensor, offsets: Tensor, field: Tensor, weight: float,
          (weight * (offsets * offsets * s2).sum(1)).view(1, -1)], 0
     )
     flat_field = field[0].reshape(3, -1)
-    out = torch.empty(flat_cost.shape[0], dtype=torch.long, device=cost.device)
+    out = torch.empty((flat_cost.shape[0], 3), device=cost.device)
     for n0 in range(0, flat_cost.shape[0], chunk_voxels):
         n1 = min(flat_cost.shape[0], n0 + chunk_voxels)
         u = torch.cat([flat_field[:, n0:n1], torch.ones_like(flat_field[:1, n0:n1])], 0)
-        out[n0:n1] = torch.addmm(flat_cost[n0:n1], u.t(), label_matrix).argmin(dim=1)
-    return out.view(nz, ny, nx)
+        total = torch.addmm(flat_cost[n0:n1], u.t(), label_matrix)
+        best = total.argmin(dim=1)
+        out[n0:n1] = offsets[best]
+        if subvoxel:
+            out[n0:n1] += _subvoxel_offsets(total, best, k)
+    return out.t().reshape(1, 3, nz, ny, nx)
 
 
 def coupled_convex(
@@ -66,6 +96,7 @@ def coupled_convex(
     smoothing_passes: int = 1,
     padding: str = "replicate",
     chunk_voxels: int = 1 << 14,
+    subvoxel: bool = False,
 ) -> Tensor:
     """Regularised discrete displacement from a cost volume.
 
@@ -78,6 +109,7 @@ def coupled_convex(
         initial_smoothing_passes: 3^3 box passes applied to the raw argmin field.
         smoothing_passes: box passes after each coupled argmin.
         padding: box-filter border handling (``"replicate"`` or ``"zeros"``).
+        subvoxel: parabolic sub-label refinement of every argmin (not in the official code).
 
     Returns:
         (1, 3, Z, Y, X) displacement in level-grid voxels, channel order (z, y, x).
@@ -97,6 +129,6 @@ def coupled_convex(
     schedule = [(TIE_BREAK, torch.ones(3, device=cost.device), initial_smoothing_passes)]
     schedule += [(float(t) * coupling_scale, scale, smoothing_passes) for t in weights]
     for weight, axis_scale, passes in schedule:
-        argmin = coupled_argmin(cost, offsets, field, weight, axis_scale, chunk_voxels)
-        field = box_smooth(_labels_to_field(argmin, offsets), passes, padding)
+        chosen = coupled_argmin(cost, offsets, field, weight, axis_scale, chunk_voxels, subvoxel)
+        field = box_smooth(chosen, passes, padding)
     return field

@@ -51,9 +51,8 @@ def cost_volume(
         moving: (1, C, Z, Y, X) moving features on the same grid, already warped by the
             current estimate (so labels are increments).
         radius: search radius r in level-grid voxels; L = (2r + 1)^3 labels.
-        fixed_weight, moving_weight: optional (1, 1, Z, Y, X) weights in [0, 1] (masks).
-            Where ``w_f(p) * w_m(p + d)`` is below 1 the cost is blended towards the mean cost
-            of voxel p, so excluded regions neither attract nor repel.
+        fixed_weight, moving_weight: optional (1, 1, Z, Y, X) weights in [0, 1] (masks and
+            fields of view); excluded data is made neutral (see ``_neutralise``).
         chunk_elements: label costs per z-slab of the inner loop (cache blocking).
 
     Returns:
@@ -93,19 +92,23 @@ def _window(k: int):
 
 
 def _neutralise(slab: Tensor, k: int, z0: int, wf: Tensor | None, wm: Tensor | None) -> None:
-    """In place: cost <- w * cost + (1 - w) * mean_l(cost), w = w_f(p) * w_m(p + d_l)."""
+    """In place: make excluded data neutral.
+
+    A label whose moving position is excluded (``w_m(p + d) = 0``) gets the mean cost of the
+    voxel's valid labels, so it neither attracts nor repels; a voxel excluded from the fixed
+    data (``w_f(p) = 0``) gets a flat cost profile, so only the regulariser moves it.
+    Fractional weights blend linearly.
+    """
     _, nzs, ny, nx = slab.shape
-    weights = torch.ones_like(slab)
     if wm is not None:
+        weights = torch.empty_like(slab)
         for label, (dz, dy, dx) in enumerate(_window(k)):
             weights[label] = wm[z0 + dz : z0 + dz + nzs, dy : dy + ny, dx : dx + nx]
+        total = weights.sum(0)
+        mean = (slab * weights).sum(0) / total.clamp_min(1e-6)
+        slab.mul_(weights).add_((1 - weights) * mean.unsqueeze(0))
     if wf is not None:
-        weights *= wf[z0 : z0 + nzs].unsqueeze(0)
-    total = weights.sum(0)
-    mean = (slab * weights).sum(0) / total.clamp_min(1e-6)
-    # voxels with no valid label at all get a flat cost (the regulariser decides)
-    mean = torch.where(total > 1e-6, mean, torch.zeros_like(mean))
-    slab.mul_(weights).add_((1 - weights) * mean.unsqueeze(0))
+        slab.mul_(wf[z0 : z0 + nzs].unsqueeze(0))
 
 
 def smooth_cost(cost: Tensor, passes: int, padding: str = "replicate") -> Tensor:

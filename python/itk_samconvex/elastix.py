@@ -1,9 +1,10 @@
 """elastix interop: TransformParameters files, itk-elastix objects, affine pre-alignment.
 
 elastix transforms map fixed points to moving points, like ITK's. With
-``HowToCombineTransforms "Compose"`` a transform with an initial transform T0 is
-``T(x) = T0(T1(x))`` (verified against itk-elastix's own CombinationTransform), so a chain
-of maps [T0, T1, ..., Tn] is the ITK composite with T0 added first (applied last).
+``HowToCombineTransforms "Compose"`` a transform T1 with an initial transform T0 is
+``T(x) = T1(T0(x))``: the initial stage acts first (verified against itk-elastix's own
+CombinationTransform in test_transforms.py), so a chain of maps [T0, T1, ..., Tn] is the ITK
+composite with Tn added first and T0 added last (ITK applies the last-added first).
 
 Closed forms are built for the linear elastix transforms (Translation, Euler, Similarity,
 Affine). Others (B-spline, ...) are densified with transformix on the fixed grid, which
@@ -124,7 +125,7 @@ def read_parameter_file(path: str | os.PathLike, fixed=None):
 
 
 def _compose_maps(maps: list[ParameterMap], fixed=None):
-    """ITK transform of elastix maps [T0 (innermost initial), ..., Tn] = T0 o ... o Tn."""
+    """ITK transform of elastix maps [T0 (first, the initial), ..., Tn]: Tn o ... o T0."""
     for params in maps[1:]:
         how = (params.get("HowToCombineTransforms") or ["Compose"])[0]
         if how != "Compose":
@@ -137,7 +138,7 @@ def _compose_maps(maps: list[ParameterMap], fixed=None):
         if len(transforms) == 1:
             return transforms[0]
         composite = itk.CompositeTransform[itk.D, 3].New()
-        for transform in transforms:
+        for transform in reversed(transforms):
             composite.AddTransform(transform)
         return composite
     return _dense_from_maps(maps, fixed)
@@ -193,9 +194,14 @@ def _dense_from_maps(maps: list[ParameterMap], fixed):
         params["InitialTransformParameterFileName"] = ["NoInitialTransform"]
         del index
         parameter_object.AddParameterMap(params)
+    import tempfile
+
     float_fixed = itk.cast_image_filter(fixed, ttype=(type(fixed), itk.Image[itk.F, 3]))
-    field = itk.transformix_deformation_field(float_fixed, parameter_object)
-    array = np.asarray(itk.array_view_from_image(field), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="samconvex-transformix-") as scratch:
+        # transformix writes deformationField.nii into its output directory (default: cwd)
+        field = itk.transformix_deformation_field(float_fixed, parameter_object,
+                                                  output_directory=scratch)
+        array = np.asarray(itk.array_view_from_image(field), dtype=np.float32).copy()
     logger.info("densified elastix transform(s) on the fixed grid with transformix")
     return displacement_transform(array, Grid.of(fixed))
 

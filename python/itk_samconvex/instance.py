@@ -1,6 +1,7 @@
 """Instance optimisation: a short Adam refinement of the field in feature space.
 
-Minimises ``mean_p w(p) * 0.5 * sum_c (M_c(p + v(p)) - F_c(p))^2 + lambda * R(v)`` where ``v``
+Minimises ``N * [mean_p w(p) * 0.5 * sum_c (M_c(p + v(p)) - F_c(p))^2 + lambda * R(v)]`` (N the
+number of voxels, a constant that keeps per-voxel gradients O(1) for Adam) where ``v``
 is the box-smoothed parameter (as in ConvexAdam/SAMConvex) and ``R`` the diffusion
 regulariser (sum over axes of the mean squared forward difference).
 
@@ -18,7 +19,7 @@ import logging
 
 import torch
 
-from .warp import box_smooth, compose, normalised_units_scale, warp
+from .warp import box_smooth, box_smooth_adjoint, compose, normalised_units_scale, warp
 
 Tensor = torch.Tensor
 logger = logging.getLogger(__name__)
@@ -78,6 +79,19 @@ def diffusion(v: Tensor) -> Tensor:
     return total
 
 
+def diffusion_gradient(v: Tensor) -> Tensor:
+    """Gradient of :func:`diffusion` with respect to ``v`` (same shape)."""
+    grad = torch.zeros_like(v)
+    for dim in (2, 3, 4):
+        n = v.shape[dim]
+        if n < 2:
+            continue
+        d = v.diff(dim=dim).mul_(2.0 / (v.numel() // n * (n - 1)))
+        grad.narrow(dim, 0, n - 1).sub_(d)
+        grad.narrow(dim, 1, n - 1).add_(d)
+    return grad
+
+
 def instance_optimization(
     fixed: Tensor,
     moving: Tensor,
@@ -85,6 +99,7 @@ def instance_optimization(
     iterations: int = 50,
     learning_rate: float = 0.25,
     regularization: float = 1.0,
+    adam_eps: float = 1e-2,
     smoothing_passes: int = 3,
     relinearize_every: int = 5,
     parameterization: str = "total",
@@ -107,6 +122,8 @@ def instance_optimization(
             (official quirk).
         units: ``"voxel"`` or ``"normalized"``: the units of the parameter, which set what
             ``learning_rate`` and ``regularization`` mean.
+        adam_eps: Adam's epsilon, relative to per-voxel gradients (the loss is the mean
+            over voxels times the voxel count, so each voxel's gradient is O(1)).
         fixed_weight, moving_weight: optional (1, 1, Z, Y, X) data-term weights (masks).
 
     Returns:
@@ -125,31 +142,29 @@ def instance_optimization(
         source, mweight, start = moving, moving_weight, init
     wf = fixed_weight if fixed_weight is not None else torch.ones_like(init[:, :1])
     theta = (start * scale if normalized else start).detach().clone()
-    with torch.enable_grad():
-        theta.requires_grad_(True)
-        optimiser = torch.optim.Adam([theta], lr=learning_rate, eps=1e-4)
-        a = b = v_lin = None
-        norm = 1.0
-        for step in range(iterations):
-            optimiser.zero_grad(set_to_none=True)
-            v = box_smooth(theta, smoothing_passes, padding)
-            with torch.no_grad():
-                v_vox = v / scale if normalized else v.detach()
-                if step % relinearize_every == 0:
-                    weight = wf if mweight is None else wf * warp(mweight, v_vox)
-                    norm = float(weight.sum().clamp_min(1.0))
-                    a, b, energy = linearise(fixed, source, v_vox, weight)
-                    v_lin = v_vox.clone()
-                    logger.debug("IO step %d: data term %.5f", step, energy / norm)
-                grad = apply_normal(a, v_vox - v_lin).add_(b).mul_(1.0 / norm)
-                if normalized:
-                    grad = grad / scale
-            loss = regularization * diffusion(v) + (grad * v).sum()
-            loss.backward()
-            optimiser.step()
-    with torch.no_grad():
-        out = box_smooth(theta, smoothing_passes, padding) if return_smoothed else theta
-        out = (out / scale if normalized else out).detach()
+    optimiser = torch.optim.Adam([theta], lr=learning_rate, eps=adam_eps)
+    a = b = v_lin = None
+    norm = 1.0
+    for step in range(iterations):
+        # gradients by hand (no autograd graph): v = S theta, dL/dtheta = S^T dL/dv
+        v = box_smooth(theta, smoothing_passes, padding)
+        v_vox = v / scale if normalized else v
+        if step % relinearize_every == 0:
+            weight = wf if mweight is None else wf * warp(mweight, v_vox)
+            # loss scaled by the voxel count: per-voxel gradients are O(1), far above Adam's
+            # epsilon, while float round-off (~1e-7) stays below it
+            norm = float(weight.sum().clamp_min(1.0)) / weight.numel()
+            a, b, energy = linearise(fixed, source, v_vox, weight)
+            v_lin = v_vox.clone()
+            logger.debug("IO step %d: data term %.5f", step, energy / norm)
+        grad = apply_normal(a, v_vox - v_lin).add_(b).mul_(1.0 / norm)
+        if normalized:
+            grad = grad / scale
+        grad.add_(diffusion_gradient(v), alpha=regularization * v[0, 0].numel())
+        theta.grad = box_smooth_adjoint(grad, smoothing_passes, padding)
+        optimiser.step()
+    out = box_smooth(theta, smoothing_passes, padding) if return_smoothed else theta
+    out = out / scale if normalized else out
     if parameterization == "increment":
         return compose(init, out)
     return out

@@ -71,9 +71,57 @@ def estimate_peak_bytes(working_shape: tuple[int, int, int], cfg: SAMConvexConfi
 
 
 def _level_weight(mask: Tensor | None, factor: int, shape: tuple[int, int, int]) -> Tensor | None:
+    """A working-grid weight on a level grid: level voxels at least half inside count."""
     if mask is None:
         return None
-    return change_level(mask, 1, factor, shape)
+    return (change_level(mask, 1, factor, shape) >= 0.5).float()
+
+
+class LevelFeatures:
+    """Feature maps of both images on any level grid, per ``cfg.feature_extraction``.
+
+    * ``"once"``: the extractor runs once per image on the working grid; levels pool it.
+    * ``"pyramid"``: it runs once per image and level on the image block-averaged to half the
+      level's grid factor (a multi-scale descriptor, as SAM's stride-2 output at each level
+      of the paper); the moving maps are warped by the current field.
+    * ``"per_level"``: like ``"pyramid"`` but the moving image is warped first and its
+      features re-extracted at every level (the official code's scheme).
+
+    Fixed-image features are computed once per image factor and cached.
+    """
+
+    def __init__(self, fixed: Tensor, moving: Tensor, extractor: FeatureExtractor,
+                 mode: str) -> None:
+        self.fixed_image, self.moving_image = fixed, moving
+        self.extractor, self.mode = extractor, mode
+        self.working = tuple(fixed.shape[2:])
+        self._cache: dict[tuple[str, int], list[FeatureMap]] = {}
+
+    def image_factor(self, level_factor: int) -> int:
+        return 1 if self.mode == "once" else max(level_factor // 2, 1)
+
+    def maps(self, which: str, image_factor: int) -> list[FeatureMap]:
+        key = (which, image_factor)
+        if key not in self._cache:
+            image = self.fixed_image if which == "fixed" else self.moving_image
+            self._cache[key] = self.extractor(pool(image, image_factor))
+        return self._cache[key]
+
+    def fixed(self, factor: int, shape: tuple[int, int, int], use_global: bool) -> Tensor:
+        g = self.image_factor(factor)
+        return to_level_grid(self.maps("fixed", g), g, factor, shape, use_global)
+
+    def moving(self, factor: int, shape: tuple[int, int, int], use_global: bool,
+               field: Tensor | None) -> Tensor:
+        """Moving features on the level grid, warped by ``field`` (level voxels) if given."""
+        g = self.image_factor(factor)
+        if self.mode == "per_level" and field is not None:
+            image = pool(self.moving_image, g)
+            image = warp(image, change_level(field, factor, g, level_shape(self.working, g),
+                                             is_field=True))
+            return to_level_grid(self.extractor(image), g, factor, shape, use_global)
+        values = to_level_grid(self.maps("moving", g), g, factor, shape, use_global)
+        return values if field is None else warp(values, field)
 
 
 def register_tensors(
@@ -93,11 +141,12 @@ def register_tensors(
             ``cfg.coarsest_factor``.
         cfg: parameters.
         extractor: feature backend.
-        fixed_mask, moving_mask: optional (1, 1, Z, Y, X) float {0, 1} data-term masks.
+        fixed_mask, moving_mask: optional (1, 1, Z, Y, X) data-term weights in [0, 1]
+            (masks times field-of-view coverage).
         progress: called with a stage name when that stage finishes.
 
     Returns:
-        :class:`SolverResult` with the field in working-grid voxels.
+        :class:`SolverResult` with the field on the instance-optimisation grid.
     """
     timings: dict[str, float] = {}
     working = tuple(fixed.shape[2:])
@@ -111,21 +160,15 @@ def register_tensors(
         if progress is not None:
             progress(stage)
 
-    per_level = cfg.feature_extraction == "per_level"
-    fixed_cache: dict[int, list[FeatureMap]] = {}
-
-    def fixed_maps(image_factor: int) -> list[FeatureMap]:
-        if image_factor not in fixed_cache:
-            fixed_cache[image_factor] = extractor(pool(fixed, image_factor))
-        return fixed_cache[image_factor]
-
-    moving_maps_once = None if per_level else extractor(moving)
-    if not per_level:
-        fixed_maps(1)
+    features = LevelFeatures(fixed, moving, extractor, cfg.feature_extraction)
+    if cfg.feature_extraction != "per_level":
+        for factor in sorted({lv.grid_factor for lv in cfg.levels} | {cfg.io_grid_factor}):
+            features.maps("fixed", features.image_factor(factor))
+            features.maps("moving", features.image_factor(factor))
     done("features")
 
     total: Tensor | None = None
-    prev_factor = None
+    prev_factor = 1
     for index, level in enumerate(cfg.levels):
         f, r = level.grid_factor, level.search_radius
         shape = level_shape(working, f)
@@ -133,29 +176,18 @@ def register_tensors(
         if total is not None:
             prior = change_level(total, prev_factor, f, shape, is_field=True)
             prior = box_smooth(prior, cfg.level_smoothing_passes, cfg.padding)
-        if per_level:
-            g = max(f // 2, 1)
-            g_shape = level_shape(working, g)
-            image = pool(moving, g)
-            if prior is not None:
-                image = warp(image, change_level(prior, f, g, g_shape, is_field=True))
-            feats_f = to_level_grid(fixed_maps(g), g, f, shape, level.use_global_features)
-            feats_m = to_level_grid(extractor(image), g, f, shape, level.use_global_features)
-        else:
-            feats_f = to_level_grid(fixed_maps(1), 1, f, shape, level.use_global_features)
-            feats_m = to_level_grid(moving_maps_once, 1, f, shape, level.use_global_features)
-            if prior is not None:
-                feats_m = warp(feats_m, prior)
+        feats_f = features.fixed(f, shape, level.use_global_features)
+        feats_m = features.moving(f, shape, level.use_global_features, prior)
         wf = _level_weight(fixed_mask, f, shape)
         wm = _level_weight(moving_mask, f, shape)
         if wm is not None and prior is not None:
-            wm = warp(wm, prior)
+            wm = (warp(wm, prior) >= 0.5).float()
         cost = cost_volume(feats_f, feats_m, r, wf, wm)
         cost = smooth_cost(cost, cfg.cost_smoothing_passes, cfg.padding)
         step = coupled_convex(
             cost, r, cfg.coupling_weights, cfg.coupling_units, cfg.coupling_scale,
             cfg.initial_smoothing_passes, cfg.convex_smoothing_passes, cfg.padding,
-            cfg.chunk_voxels,
+            cfg.chunk_voxels, cfg.subvoxel,
         )
         del cost
         total = step if prior is None else compose(prior, step)
@@ -164,16 +196,14 @@ def register_tensors(
                      index + 1, f, r, shape, float(total.abs().max()))
         done(f"level {index + 1}/{len(cfg.levels)}")
 
-    assert total is not None and prev_factor is not None
+    assert total is not None
     io_factor = cfg.io_grid_factor
     io_shape = level_shape(working, io_factor)
     discrete = change_level(total, prev_factor, io_factor, io_shape, is_field=True)
     field_io = discrete
     if cfg.instance_optimization and cfg.io_iterations > 0:
-        field_io = _run_instance_optimization(
-            discrete, fixed, moving, fixed_maps, moving_maps_once, extractor, cfg,
-            fixed_mask, moving_mask, io_shape,
-        )
+        field_io = _run_instance_optimization(discrete, features, cfg, fixed_mask, moving_mask,
+                                              io_shape)
         done("instance optimisation")
     field_io = box_smooth(field_io, cfg.final_smoothing_passes, cfg.padding)
     return SolverResult(field=field_io, factor=io_factor, discrete_field=discrete,
@@ -181,60 +211,43 @@ def register_tensors(
 
 
 def _run_instance_optimization(
-    field_io: Tensor,
-    fixed: Tensor,
-    moving: Tensor,
-    fixed_maps: Callable[[int], list[FeatureMap]],
-    moving_maps_once: list[FeatureMap] | None,
-    extractor: FeatureExtractor,
+    discrete: Tensor,
+    features: LevelFeatures,
     cfg: SAMConvexConfig,
     fixed_mask: Tensor | None,
     moving_mask: Tensor | None,
     io_shape: tuple[int, int, int],
 ) -> Tensor:
-    """IO on the ``io_grid_factor`` grid with local features only."""
-    f = cfg.io_grid_factor
-    feats_f = to_level_grid(fixed_maps(1), 1, f, io_shape, use_global=False)
-    if moving_maps_once is not None:
-        feats_m = to_level_grid(moving_maps_once, 1, f, io_shape, use_global=False)
-        parameterization = cfg.io_parameterization
-        init = field_io
-    else:
-        # per-level parity: features of the moving image warped by the discrete result
-        full = change_level(field_io, f, 1, tuple(moving.shape[2:]), is_field=True)
-        warped = warp(moving, full)
-        feats_m = to_level_grid(extractor(warped), 1, f, io_shape, use_global=False)
-        if cfg.io_parameterization == "increment":
-            increment = instance_optimization(
-                feats_f, feats_m, torch.zeros_like(field_io), **_io_kwargs(cfg, fixed_mask,
-                moving_mask, io_shape, pre_warp=field_io),
-            )
-            return compose(field_io, increment)
-        feats_m = to_level_grid(extractor(moving), 1, f, io_shape, use_global=False)
-        parameterization = "total"
-        init = field_io
-    kwargs = _io_kwargs(cfg, fixed_mask, moving_mask, io_shape, pre_warp=None)
-    kwargs["parameterization"] = parameterization
-    return instance_optimization(feats_f, feats_m, init, **kwargs)
+    """IO on the ``io_grid_factor`` grid with local features only.
 
-
-def _io_kwargs(cfg: SAMConvexConfig, fixed_mask: Tensor | None, moving_mask: Tensor | None,
-               io_shape: tuple[int, int, int], pre_warp: Tensor | None) -> dict:
+    In ``per_level`` mode (official parity) the moving features are re-extracted on the image
+    warped by the discrete field and an increment is optimised from zero; otherwise the
+    features are warped and ``cfg.io_parameterization`` decides.
+    """
     f = cfg.io_grid_factor
+    feats_f = features.fixed(f, io_shape, use_global=False)
     wf = _level_weight(fixed_mask, f, io_shape)
     wm = _level_weight(moving_mask, f, io_shape)
-    if wm is not None and pre_warp is not None:
-        wm = warp(wm, pre_warp)
-    return {
+    kwargs = {
         "iterations": cfg.io_iterations,
         "learning_rate": cfg.io_learning_rate,
         "regularization": cfg.io_regularization,
+        "adam_eps": cfg.io_adam_eps,
         "smoothing_passes": cfg.io_smoothing_passes,
         "relinearize_every": cfg.io_relinearize_every,
-        "parameterization": "total" if pre_warp is not None else cfg.io_parameterization,
         "return_smoothed": cfg.io_return_smoothed,
         "units": cfg.coupling_units,
         "padding": cfg.padding,
         "fixed_weight": wf,
-        "moving_weight": wm,
     }
+    if cfg.feature_extraction == "per_level":
+        feats_m = features.moving(f, io_shape, use_global=False, field=discrete)
+        moved_weight = None if wm is None else warp(wm, discrete)
+        increment = instance_optimization(feats_f, feats_m, torch.zeros_like(discrete),
+                                          parameterization="total",
+                                          moving_weight=moved_weight, **kwargs)
+        return compose(discrete, increment)
+    feats_m = features.moving(f, io_shape, use_global=False, field=None)
+    return instance_optimization(feats_f, feats_m, discrete,
+                                 parameterization=cfg.io_parameterization,
+                                 moving_weight=wm, **kwargs)

@@ -28,7 +28,7 @@ from .space import (
     check_mask,
     foreground_box,
     level_grid,
-    resample_onto,
+    sample_image,
     vector_image,
     working_grid,
 )
@@ -129,20 +129,23 @@ def _check_memory(shape: tuple[int, int, int], cfg: SAMConvexConfig, device: tor
         )
 
 
-def _moving_on_grid(moving, grid: Grid, initial, default: float) -> np.ndarray:
-    """Moving image on the working grid through ``initial``; checks physical overlap."""
-    array = resample_onto(moving, grid, initial, default_value=float("nan"))
-    outside = np.isnan(array)
-    inside_fraction = 1.0 - float(outside.mean())
-    if inside_fraction < 0.01:
+def _check_overlap(inside: torch.Tensor) -> None:
+    fraction = float(inside.float().mean())
+    if fraction < 0.01:
         raise InputError(
             "the moving image does not overlap the fixed image in physical space after the "
-            f"initial transform ({100 * inside_fraction:.2f}% of the fixed region maps inside "
-            "the moving image); pass an initial_transform that aligns them (e.g. "
+            f"initial transform ({100 * fraction:.2f}% of the fixed region maps inside the "
+            "moving image); pass an initial_transform that aligns them (e.g. "
             "itk_samconvex.elastix_affine(fixed, moving), or CLI --elastix-affine)."
         )
-    array[outside] = default
-    return array
+
+
+def _weight(inside: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Data-term weight (1, 1, Z, Y, X): inside the image and the mask; None if all ones."""
+    keep = inside if mask is None else inside & (mask != 0)
+    if bool(keep.all()):
+        return None
+    return keep.float()[None, None]
 
 
 def register(
@@ -167,33 +170,35 @@ def register(
     device = resolve_device(cfg.device)
     timings: dict[str, float] = {}
 
-    spacing = cfg.working_spacing_mm
     box = None
     if cfg.crop_to_foreground:
         box = foreground_box(fixed, fixed_grid, cfg.foreground_threshold_hu, cfg.crop_margin_mm)
-    grid = working_grid(fixed_grid, spacing, cfg.coarsest_factor, box)
+    grid = working_grid(fixed_grid, cfg.working_spacing_mm, cfg.coarsest_factor, box)
+    if cfg.max_working_voxels and grid.num_voxels > cfg.max_working_voxels:
+        # grow the spacing until the grid fits the voxel budget (sizes round up to 8s)
+        spacing = cfg.working_spacing_mm * (grid.num_voxels / cfg.max_working_voxels) ** (1 / 3)
+        while True:
+            grid = working_grid(fixed_grid, spacing, cfg.coarsest_factor, box)
+            if grid.num_voxels <= cfg.max_working_voxels:
+                break
+            spacing *= 1.02
+    spacing = grid.spacing[0]
     _check_memory(grid.shape, cfg, device, spacing)
     logger.info("working grid %s voxels at %g mm on %s", "x".join(map(str, grid.size)), spacing,
                 device)
 
     fixed_src = antialias(fixed, spacing) if cfg.antialias else fixed
     moving_src = antialias(moving, spacing) if cfg.antialias else moving
-    fixed_min = max(float(np.min(itk.array_view_from_image(fixed))), cfg.hu_min)
-    moving_min = max(float(np.min(itk.array_view_from_image(moving))), cfg.hu_min)
-    fixed_arr = resample_onto(fixed_src, grid, None, default_value=fixed_min)
-    moving_arr = _moving_on_grid(moving_src, grid, initial, moving_min)
-    masks = [None, None]
+    fixed_t, fixed_inside = sample_image(fixed_src, grid, None, device=device)
+    moving_t, moving_inside = sample_image(moving_src, grid, initial, device=device)
+    _check_overlap(moving_inside)
+    fixed_mask_t = moving_mask_t = None
     if fixed_mask is not None:
-        masks[0] = (resample_onto(fixed_mask, grid, None, nearest=True) != 0).astype(np.float32)
+        fixed_mask_t = sample_image(fixed_mask, grid, None, nearest=True, device=device)[0]
     if moving_mask is not None:
-        masks[1] = (resample_onto(moving_mask, grid, initial, nearest=True) != 0).astype(
-            np.float32)
-
-    def tensor(array: np.ndarray | None) -> torch.Tensor | None:
-        if array is None:
-            return None
-        return torch.from_numpy(array).to(device)[None, None]
-
+        moving_mask_t = sample_image(moving_mask, grid, initial, nearest=True, device=device)[0]
+    fixed_weight = _weight(fixed_inside, fixed_mask_t)
+    moving_weight = _weight(moving_inside, moving_mask_t)
     timings["resampling"] = time.perf_counter() - start
     extractor = make_extractor(cfg)
     threads_before = torch.get_num_threads()
@@ -204,8 +209,8 @@ def register(
             torch.manual_seed(cfg.seed)
             with torch.no_grad():
                 solved = register_tensors(
-                    tensor(fixed_arr), tensor(moving_arr), cfg, extractor,
-                    tensor(masks[0]), tensor(masks[1]), progress,
+                    fixed_t[None, None], moving_t[None, None], cfg, extractor,
+                    fixed_weight, moving_weight, progress,
                 )
     finally:
         torch.set_num_threads(threads_before)
@@ -310,8 +315,7 @@ class SAMConvexRegistrationFilter:
     """
 
     _KEYWORDS = ("fixed_image", "moving_image", "initial_transform", "fixed_mask",
-                 "moving_mask", "features", "sam_checkpoint", "preset", "instance_optimization",
-                 "device", "config", "progress")
+                 "moving_mask", "preset", "config", "progress")
 
     def __init__(self) -> None:
         self._inputs: dict[str, Any] = {"fixed_image": None, "moving_image": None,
@@ -352,6 +356,8 @@ class SAMConvexRegistrationFilter:
                 f"{', '.join(self._KEYWORDS)} and the SAMConvexConfig fields: "
                 f"{', '.join(sorted(valid))}."
             )
+        if name == "sam_checkpoint" and value is not None:
+            value = str(value)
         self._parameters[name] = value
         self._modified += 1
 
@@ -401,10 +407,11 @@ class SAMConvexRegistrationFilter:
         self._modified += 1
 
     def SetFeatures(self, features: str) -> None:
+        """``"mind"``, ``"sam"`` or ``"sam+mind"``."""
         self.SetParameter("features", features)
 
     def SetSamCheckpoint(self, path) -> None:
-        self.SetParameter("sam_checkpoint", None if path is None else str(path))
+        self.SetParameter("sam_checkpoint", path)
 
     def SetInstanceOptimization(self, enabled: bool) -> None:
         self.SetParameter("instance_optimization", bool(enabled))

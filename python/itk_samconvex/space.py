@@ -130,11 +130,12 @@ def check_image(image, name: str, *, allow_integer_only: bool = False) -> Grid:
         raise InputError(f"{name} has size {grid.size}; every axis needs at least 2 voxels.")
     if min(grid.spacing) <= 0:
         raise InputError(f"{name} has non-positive spacing {grid.spacing}; fix its header.")
-    det = float(np.linalg.det(grid.direction_matrix))
-    if not math.isfinite(det) or abs(abs(det) - 1) > 1e-3:
+    direction = grid.direction_matrix
+    gram_error = float(np.abs(direction.T @ direction - np.eye(3)).max())
+    if not math.isfinite(gram_error) or gram_error > 1e-3:
         raise InputError(
-            f"{name} has a direction matrix with determinant {det:.4g}; it must be orthonormal. "
-            "Fix the image header (e.g. re-orthonormalise the direction cosines)."
+            f"{name} has a direction matrix that is not orthonormal (|D^T D - I| up to "
+            f"{gram_error:.3g}); fix the image header (re-orthonormalise the direction cosines)."
         )
     if not allow_integer_only:
         values = itk.array_view_from_image(image)
@@ -263,32 +264,66 @@ def antialias(image, target_spacing_mm: float):
     return smoother.GetOutput()
 
 
-def resample_onto(
+def sample_image(
     image,
     grid: Grid,
     transform=None,
     nearest: bool = False,
-    default_value: float = 0.0,
-) -> np.ndarray:
-    """Sample ``image`` at the voxels of ``grid`` (through ``transform``: grid -> image).
+    device: torch.device | str = "cpu",
+    chunk_planes: int = 32,
+) -> tuple[Tensor, Tensor]:
+    """Sample ``image`` at ``transform(x)`` for the voxel centres ``x`` of ``grid``.
 
-    Returns a float32 (z, y, x) array. Linear interpolation, or nearest neighbour for masks
-    and labels. Points outside the image get ``default_value``.
+    Unlike ITK's resampler this extrapolates by replicating the image border (so a field of
+    view ending inside the body does not create an artificial air edge) and reports which
+    samples fall inside the image, so that the data term can ignore the others.
+
+    Args:
+        image: 3-D scalar ITK image.
+        grid: where to sample (the working grid).
+        transform: ITK transform from ``grid`` points to ``image`` points (None = identity).
+            Linear transforms are applied in closed form, others via a dense ITK field.
+        nearest: nearest-neighbour sampling (labels, masks) with zeros outside, instead of
+            trilinear with border replication.
+
+    Returns:
+        values: (Z, Y, X) float32 tensor on ``device``.
+        inside: (Z, Y, X) bool tensor: sample within the image's voxel extent.
     """
-    source = image if nearest else as_float_image(image)
-    kwargs = {
-        "size": [int(v) for v in grid.size],
-        "output_spacing": [float(v) for v in grid.spacing],
-        "output_origin": [float(v) for v in grid.origin],
-        "output_direction": itk.matrix_from_array(grid.direction_matrix),
-        "default_pixel_value": default_value,
-    }
-    if transform is not None:
-        kwargs["transform"] = transform
-    if nearest:
-        kwargs["interpolator"] = itk.NearestNeighborInterpolateImageFunction.New(source)
-    out = itk.resample_image_filter(source, **kwargs)
-    return np.asarray(itk.array_view_from_image(out), dtype=np.float32).copy()
+    from .transforms import dense_field_of, linear_parts
+
+    src = Grid.of(image)
+    volume = torch.from_numpy(np.asarray(itk.array_view_from_image(image), dtype=np.float32))
+    volume = volume.to(device)[None, None]
+    to_index = np.linalg.inv(src.direction_matrix @ np.diag(src.spacing))  # mm -> (i, j, k)
+    parts = linear_parts(transform)
+    dense = None if parts is not None else dense_field_of(transform, grid)
+    m, t = parts if parts is not None else (np.eye(3), np.zeros(3))
+    # continuous source index of working voxel (i, j, k): c = Q @ (i, j, k) + q
+    q_mat = to_index @ m @ grid.direction_matrix @ np.diag(grid.spacing)
+    q_vec = to_index @ (m @ np.asarray(grid.origin) + t - np.asarray(src.origin))
+    size = torch.tensor(src.size, dtype=torch.float32, device=device)
+    scale = 2.0 / (size - 1).clamp_min(1.0)
+    q_mat_t = torch.as_tensor(q_mat, dtype=torch.float32, device=device)
+    to_index_t = torch.as_tensor(to_index, dtype=torch.float32, device=device)
+    nz, ny, nx = grid.shape
+    jj = torch.arange(ny, dtype=torch.float32, device=device).view(1, ny, 1, 1)
+    ii = torch.arange(nx, dtype=torch.float32, device=device).view(1, 1, nx, 1)
+    values = torch.empty((nz, ny, nx), dtype=torch.float32, device=device)
+    inside = torch.empty((nz, ny, nx), dtype=torch.bool, device=device)
+    mode, padding = ("nearest", "zeros") if nearest else ("bilinear", "border")
+    for z0 in range(0, nz, chunk_planes):
+        z1 = min(nz, z0 + chunk_planes)
+        kk = torch.arange(z0, z1, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+        coords = (ii * q_mat_t[:, 0] + jj * q_mat_t[:, 1] + kk * q_mat_t[:, 2]
+                  + torch.as_tensor(q_vec, dtype=torch.float32, device=device))
+        if dense is not None:
+            coords = coords + torch.from_numpy(dense[z0:z1]).to(device) @ to_index_t.T
+        inside[z0:z1] = ((coords > -0.5) & (coords < size - 0.5)).all(-1)
+        normalised = (coords * scale - 1.0).unsqueeze(0)  # (1, z, y, x, 3) in (x, y, z) order
+        values[z0:z1] = torch.nn.functional.grid_sample(
+            volume, normalised, mode=mode, padding_mode=padding, align_corners=True)[0, 0]
+    return values, inside
 
 
 # ------------------------------------------------------------------------------------------

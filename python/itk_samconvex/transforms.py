@@ -20,7 +20,7 @@ from .space import Grid, field_to_grid, vector_image
 Tensor = torch.Tensor
 
 TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat", ".xfm")
-FIELD_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # single-file: atomic rename works
 
 
 # ------------------------------------------------------------------------------------------
@@ -59,14 +59,20 @@ def as_transform(initial, fixed=None):
 
 
 def _as_double_transform(transform):
-    """Transforms must be double precision for ResampleImageFilter (itkTransformD33)."""
-    text = str(type(transform))
-    if "D3" in text or "D33" in text or "TransformD" in text:
-        return transform
-    raise InputError(
-        f"initial_transform is a single-precision transform ({type(transform).__name__}); "
-        "ITK's resampler needs double precision: build it as itk.<Type>[itk.D, 3]."
-    )
+    """A 3-D double-precision transform (what ITK's resampler and our baking accept)."""
+    dims = (int(transform.GetInputSpaceDimension()), int(transform.GetOutputSpaceDimension()))
+    if dims != (3, 3):
+        raise InputError(
+            f"initial_transform maps {dims[0]}-D to {dims[1]}-D points "
+            f"({type(transform).__name__}); SAMConvex needs a 3-D transform."
+        )
+    probe = transform.TransformPoint([0.0, 0.0, 0.0])
+    if "itkPointF" in type(probe).__name__:
+        raise InputError(
+            f"initial_transform is a single-precision transform ({type(transform).__name__}); "
+            "build it as itk.<Type>[itk.D, 3] (ITK's resampler needs double precision)."
+        )
+    return transform
 
 
 def read_transform(path: str | os.PathLike, fixed=None):
@@ -231,8 +237,15 @@ def write_transform(transform, path: str | os.PathLike, overwrite: bool = False)
 
 
 def write_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write an ITK image atomically (temp file + rename), compressed."""
+    """Write an ITK image atomically (temp file + rename), compressed.
+
+    Only single-file formats (.nii.gz, .nii, .mha, .nrrd) can be renamed atomically;
+    header + data pairs such as .mhd/.raw are refused.
+    """
     path = Path(path)
+    if not path.name.lower().endswith(IMAGE_SUFFIXES):
+        raise InputError(f"cannot write {path}: use a single-file image format "
+                         f"({', '.join(IMAGE_SUFFIXES)}).")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace "
                               "it.")

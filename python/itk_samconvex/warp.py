@@ -41,6 +41,28 @@ def box_smooth(x: Tensor, passes: int = 1, padding: str = "replicate") -> Tensor
     return x
 
 
+def box_smooth_adjoint(g: Tensor, passes: int = 1, padding: str = "replicate") -> Tensor:
+    """Adjoint (transpose) of :func:`box_smooth`: ``<S x, g> == <x, S^T g>``.
+
+    Zero padding gives a symmetric operator; for replicate padding the valid-mode passes are
+    transposed into full-mode passes and the replicated border is folded back onto the edge.
+    """
+    if passes <= 0:
+        return g
+    if padding != "replicate":
+        return box_smooth(g, passes, padding)
+    y = g * (1.0 / 27.0**passes)
+    for _ in range(passes):
+        y = _valid_box3(F.pad(y, (2,) * 6))
+    for dim in (2, 3, 4):
+        n = y.shape[dim] - 2 * passes
+        core = y.narrow(dim, passes, n).clone()
+        core.narrow(dim, 0, 1).add_(y.narrow(dim, 0, passes).sum(dim, keepdim=True))
+        core.narrow(dim, n - 1, 1).add_(y.narrow(dim, passes + n, passes).sum(dim, keepdim=True))
+        y = core
+    return y
+
+
 def _valid_box3(y: Tensor) -> Tensor:
     """Unnormalised 3-tap sums along z, y, x in valid mode (each axis shrinks by 2)."""
     y = y[:, :, :-2] + y[:, :, 1:-1] + y[:, :, 2:]
@@ -158,21 +180,3 @@ def compose(outer: Tensor, inner: Tensor) -> Tensor:
 def normalised_units_scale(shape: tuple[int, int, int]) -> Tensor:
     """Per-axis factors (z, y, x) turning voxel displacements into [-1, 1] grid units."""
     return torch.tensor([2.0 / max(n - 1, 1) for n in shape], dtype=torch.float32)
-
-
-def jacobian_determinant_vox(disp: Tensor) -> Tensor:
-    """det(I + grad u) by central differences for a (1, 3, Z, Y, X) voxel-unit field.
-
-    Borders use one-sided differences; returns (Z, Y, X).
-    """
-    u = disp[0]
-    grads = []
-    for dim in (1, 2, 3):
-        grads.append(torch.gradient(u, dim=dim)[0])
-    # J[i][j] = d u_i / d x_j + delta_ij
-    j = [[grads[c][i] + (1.0 if i == c else 0.0) for c in range(3)] for i in range(3)]
-    return (
-        j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
-        - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
-        + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0])
-    )

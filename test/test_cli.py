@@ -1,0 +1,151 @@
+"""The ``samconvex`` command, run in-process through ``cli.main``."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import itk
+import numpy as np
+import pytest
+import torch
+
+from itk_samconvex.cli import main
+from itk_samconvex.phantom import make_phantom_pair
+
+QUICK = ["--set", "working_spacing_mm=6.0", "--set", "io_iterations=10", "-q"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A small phantom pair written to disk as NIfTI, with labels and an affine."""
+    folder = tmp_path_factory.mktemp("inputs")
+    pair = make_phantom_pair(size=(56, 48, 40), spacing=(6.0, 6.0, 6.0), amplitude_mm=10.0)
+    paths = {name: folder / f"{name}.nii.gz" for name in
+             ("fixed", "moving", "fixed_labels", "moving_labels")}
+    for name, path in paths.items():
+        itk.imwrite(getattr(pair, name), str(path), compression=True)
+    shift = itk.TranslationTransform[itk.D, 3].New()
+    shift.SetOffset([2.0, -1.0, 1.5])
+    paths["initial"] = folder / "initial.h5"
+    itk.transformwrite([shift], str(paths["initial"]))
+    return paths
+
+
+def test_register_writes_every_output(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["register", str(files["fixed"]), str(files["moving"]), "-o", str(out),
+                 "--labels", str(files["moving_labels"]),
+                 "--fixed-labels", str(files["fixed_labels"]), *QUICK])
+    assert code == 0, capsys.readouterr().err
+    names = {p.name for p in out.iterdir()}
+    assert names == {"transform.h5", "field.nii.gz", "warped.nii.gz", "warped_labels.nii.gz",
+                     "qc.png", "report.json"}
+    transform = itk.transformread(str(out / "transform.h5"))[0]
+    assert transform.GetNameOfClass() == "DisplacementFieldTransform"
+    field = itk.imread(str(out / "field.nii.gz"))
+    assert itk.template(field)[1][0] == itk.Vector[itk.F, 3]
+    fixed = itk.imread(str(files["fixed"]))
+    assert np.allclose(field.GetSpacing(), fixed.GetSpacing())
+    labels = itk.array_from_image(itk.imread(str(out / "warped_labels.nii.gz")))
+    assert set(np.unique(labels)) <= set(range(8))
+    report = json.loads((out / "report.json").read_text())
+    assert report["dice"]["mean_after"] > report["dice"]["mean_before"] + 0.015
+    assert report["jacobian"]["percent_nonpositive"] < 0.5
+    assert {"sdlogj", "sdlogj_l2r", "min", "max"} <= set(report["jacobian"])
+    assert report["parameters"]["working_spacing_mm"] == 6.0
+    assert report["parameters"]["io_iterations"] == 10
+    assert report["timings_s"]["total"] > 0 and "writing" in report["timings_s"]
+    assert report["versions"]["torch"] == torch.__version__
+    with open(out / "qc.png", "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_existing_outputs_need_overwrite(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["register", str(files["fixed"]), str(files["moving"]), "-o", str(out), "--no-qc",
+            *QUICK]
+    assert main(args) == 0
+    before = (out / "transform.h5").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "exist; pass --overwrite" in capsys.readouterr().err
+    assert (out / "transform.h5").stat().st_mtime_ns == before  # nothing was touched
+    assert main([*args, "--overwrite"]) == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_initial_transform_file_is_baked_in(files, tmp_path):
+    out = tmp_path / "out"
+    code = main(["register", str(files["fixed"]), str(files["moving"]), "-o", str(out),
+                 "--initial-transform", str(files["initial"]), "--no-qc", *QUICK])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "jacobian_deformable_only" in report
+
+
+def test_config_prints_loadable_toml_and_config_files_are_used(files, tmp_path, capsys):
+    assert main(["config", "--preset", "paper"]) == 0
+    text = capsys.readouterr().out
+    data = tomllib.loads(text)
+    assert data["coupling_units"] == "normalized" and len(data["levels"]) == 3
+    path = tmp_path / "cfg.toml"
+    path.write_text(text.replace("io_iterations = 50", "io_iterations = 7"))
+    out = tmp_path / "out"
+    code = main(["register", str(files["fixed"]), str(files["moving"]), "-o", str(out),
+                 "--config", str(path), "--no-qc", "--set", "working_spacing_mm=6.0", "-q"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["parameters"]["io_iterations"] == 7
+    assert report["parameters"]["coupling_units"] == "normalized"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "bogus=1"], "Unknown registration parameter(s) ['bogus']"),
+        (["--set", "io_iterations"], "must look like NAME=VALUE"),
+        (["--set", "working_spacing_mm=-1"], "Parameter 'working_spacing_mm' is -1"),
+    ],
+)
+def test_bad_parameters_exit_2_with_the_reason(files, tmp_path, capsys, extra, message):
+    code = main(["register", str(files["fixed"]), str(files["moving"]), "-o",
+                 str(tmp_path / "out"), *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_input_exits_2(tmp_path, capsys):
+    code = main(["register", str(tmp_path / "nope.nii.gz"), str(tmp_path / "nope.nii.gz"),
+                 "-o", str(tmp_path / "out")])
+    assert code == 2
+    assert "fixed image" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_request_without_cuda_exits_2(files, tmp_path, capsys):
+    code = main(["register", str(files["fixed"]), str(files["moving"]), "-o",
+                 str(tmp_path / "out"), "--device", "cuda", *QUICK])
+    assert code == 2
+    assert "sees no CUDA device" in capsys.readouterr().err
+
+
+def test_demo_reports_the_error_against_the_truth(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "-o", str(out), "--set", "working_spacing_mm=5.0", "--set",
+                 "io_iterations=20"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "end-point error in the body: mean" in printed
+    report = json.loads((out / "report.json").read_text())
+    truth = report["truth"]
+    assert truth["max_displacement_mm"] == pytest.approx(12.0, abs=0.2)
+    assert truth["mean_error_mm"] < 0.5 * truth["mean_displacement_mm"]
+    assert report["dice"]["mean_after"] > report["dice"]["mean_before"]
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert "itk-samconvex" in capsys.readouterr().out
+    assert main([]) == 2
+    assert "register" in capsys.readouterr().out
