@@ -7,6 +7,8 @@ with code 2 and a one-line message naming the input, the problem and the fix.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -19,6 +21,17 @@ from .errors import SAMConvexError
 logger = logging.getLogger("itk_samconvex")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+# Subcommands implemented in their own modules: each module provides
+# ``add_arguments(parser)`` and ``run(args) -> exit code``.
+PLUGGABLE: list[tuple[str, str, str]] = [
+    ("batch", "batch", "register many pairs from a manifest on Dask (resumable)"),
+    ("evaluate", "evaluate", "score a registration: Dice, HD95, TRE, SDlogJ, folding"),
+]
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(f"{__package__}.{module}") is not None
 
 OUTPUT_NAMES = {
     "transform": "transform.h5",
@@ -142,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _add_registration_options(demo)
 
+    for name, module, summary in PLUGGABLE:
+        if not _available(module):
+            continue
+        command = sub.add_parser(name, parents=[common], help=summary, description=summary)
+        importlib.import_module(f".{module}", __package__).add_arguments(command)
+
     cfg = sub.add_parser("config", help="print a preset's parameters as TOML",
                          description="Print the parameters as TOML (edit and pass to --config).")
     cfg.add_argument("--preset", default="default", choices=("default", "paper", "fast"))
@@ -182,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(dumps_toml(preset_config(args.preset).to_dict()))
             return EXIT_OK
+        for name, module, _ in PLUGGABLE:
+            if args.command == name:
+                return importlib.import_module(f".{module}", __package__).run(args)
         from .run import run_demo, run_register
 
         if args.command == "register":
