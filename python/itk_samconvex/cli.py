@@ -27,6 +27,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PLUGGABLE: list[tuple[str, str, str]] = [
     ("batch", "batch", "register many pairs from a manifest on Dask (resumable)"),
     ("evaluate", "evaluate", "score a registration: Dice, HD95, TRE, SDlogJ, folding"),
+    ("train-sam", "training.train", "train the SAM embedding self-supervised on CT images"),
 ]
 
 
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    saved = (list(logger.handlers), logger.level, logger.propagate)
     _configure_logging(args)
     try:
         if args.command == "config":
@@ -216,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"samconvex: error: out of memory ({error}); raise working_spacing_mm or lower "
               "max_working_voxels (--set max_working_voxels=1500000).", file=sys.stderr)
         return EXIT_FAILURE
+    finally:  # leave the process's logging as it was (main() is also called in-process)
+        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def dump_json(data: dict, path: Path) -> None:

@@ -55,6 +55,7 @@ class SAMConvexConfig:
     # --- features -----------------------------------------------------------------------
     features: str = "mind"
     sam_checkpoint: str | None = None
+    sam_tile_z: int | None = 64  # SAM inference in overlapping z-slabs (None: whole volume)
     mind_radius: int = 1
     mind_dilation: int = 2
     feature_extraction: str = "once"  # "once" | "pyramid" | "per_level" (see pyramid.py)

@@ -200,7 +200,7 @@ def register(
     fixed_weight = _weight(fixed_inside, fixed_mask_t)
     moving_weight = _weight(moving_inside, moving_mask_t)
     timings["resampling"] = time.perf_counter() - start
-    extractor = make_extractor(cfg)
+    extractor = make_extractor(cfg, device)
     threads_before = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))

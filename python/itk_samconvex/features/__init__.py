@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+import torch
+
 from .base import FeatureExtractor, FeatureMap, to_level_grid
 from .mind import MINDExtractor, mind_ssc
 
@@ -12,14 +14,28 @@ if TYPE_CHECKING:
     from ..config import SAMConvexConfig
 
 
-def make_extractor(cfg: SAMConvexConfig) -> FeatureExtractor:
-    """The feature backend named by ``cfg.features``."""
+def make_extractor(cfg: SAMConvexConfig, device: torch.device | str = "cpu"
+                   ) -> FeatureExtractor:
+    """The feature backend named by ``cfg.features`` (SAM networks are cached per process)."""
+    mind = MINDExtractor(cfg.mind_radius, cfg.mind_dilation, cfg.hu_min, cfg.hu_max)
     if cfg.features == "mind":
-        return MINDExtractor(cfg.mind_radius, cfg.mind_dilation, cfg.hu_min, cfg.hu_max)
-    raise InputError(
-        f"features={cfg.features!r} needs the SAM network, which this version does not include "
-        "yet; use features='mind' (the weight-free default)."
-    )
+        return mind
+    from .sam import SAMExtractor
+    from .sam_checkpoint import resolve_checkpoint_path
+
+    path = resolve_checkpoint_path(cfg.sam_checkpoint)
+    network = _cached_network(str(path), path.stat().st_mtime_ns, str(device))
+    return SAMExtractor(network, device, tile_z=cfg.sam_tile_z,
+                        with_mind=cfg.features == "sam+mind", mind=mind)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_network(path: str, mtime_ns: int, device: str):
+    """Load a SAM checkpoint once per process (keyed by path, mtime and device)."""
+    from .sam_checkpoint import load_sam
+
+    del mtime_ns  # part of the cache key only
+    return load_sam(path).to(device)
 
 
 __all__ = ["FeatureExtractor", "FeatureMap", "MINDExtractor", "make_extractor", "mind_ssc",

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from ..warp import change_level
+from ..warp import change_level, resample_separable
 
 Tensor = torch.Tensor
 
@@ -23,16 +23,19 @@ class FeatureMap:
 
     Attributes:
         values: (1, C, Z', Y', X') features; voxel ``j`` is centred on input index
-            ``stride * j + (stride - 1) / 2`` per axis.
+            ``stride * j + offset`` per axis.
         stride: (z, y, x) integer stride relative to the input grid of the extractor.
         kind: ``"local"`` (detail) or ``"global"`` (context); levels may drop global maps.
         normalized: True when every feature vector has unit L2 norm (cosine features).
+        offset: (z, y, x) centre of voxel 0 in input voxels; None means the centre of the
+            first ``stride`` block, ``(stride - 1) / 2`` (pooling-like maps).
     """
 
     values: Tensor
     stride: tuple[int, int, int]
     kind: str = "local"
     normalized: bool = False
+    offset: tuple[float, float, float] | None = None
 
 
 class FeatureExtractor(Protocol):
@@ -63,7 +66,17 @@ def to_level_grid(
         if fmap.kind == "global" and not use_global:
             continue
         src = tuple(input_factor * s for s in fmap.stride)
-        values = change_level(fmap.values, src, (level_factor,) * 3, level_shape)
+        if fmap.offset is None:
+            values = change_level(fmap.values, src, (level_factor,) * 3, level_shape)
+        else:
+            # working index of map voxel j: g * (s j + o) + (g - 1) / 2
+            coords = []
+            for n, s, o in zip(level_shape, fmap.stride, fmap.offset, strict=True):
+                working = level_factor * torch.arange(n, dtype=torch.float32) + (
+                    level_factor - 1) / 2.0
+                origin = input_factor * o + (input_factor - 1) / 2.0
+                coords.append((working - origin) / (input_factor * s))
+            values = resample_separable(fmap.values, tuple(coords))  # type: ignore[arg-type]
         if fmap.normalized:
             values = torch.nn.functional.normalize(values, dim=1, eps=1e-6)
         parts.append(values)

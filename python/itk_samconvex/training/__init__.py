@@ -1,0 +1,1 @@
+"""Self-supervised training of the SAM embedding (``samconvex train-sam``)."""
