@@ -61,6 +61,23 @@ def test_register_writes_every_output(files, tmp_path, capsys):
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_register_accepts_int16_ct_files(files, tmp_path):
+    """CT is usually stored as int16: reading, registering and warping must all accept it."""
+    folder = tmp_path / "int16"
+    folder.mkdir()
+    paths = []
+    for name in ("fixed", "moving"):
+        image = itk.imread(str(files[name]))
+        cast = itk.cast_image_filter(image, ttype=(type(image), itk.Image[itk.SS, 3]))
+        itk.imwrite(cast, str(folder / f"{name}.nii.gz"))
+        paths.append(str(folder / f"{name}.nii.gz"))
+    out = tmp_path / "out"
+    assert main(["register", *paths, "-o", str(out), "--no-qc", *QUICK]) == 0
+    warped = itk.imread(str(out / "warped.nii.gz"))
+    assert itk.template(warped)[1][0] == itk.SS
+    assert (out / "report.json").stat().st_mode & 0o044  # readable beyond the owner
+
+
 def test_existing_outputs_need_overwrite(files, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["register", str(files["fixed"]), str(files["moving"]), "-o", str(out), "--no-qc",

@@ -227,10 +227,13 @@ def dump_json(data: dict, path: Path) -> None:
     import os
     import tempfile
 
+    from .transforms import default_file_mode
+
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
                                      suffix=".json", delete=False, encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, default=float)
         handle.write("\n")
+    os.chmod(handle.name, default_file_mode())
     os.replace(handle.name, path)
 
 

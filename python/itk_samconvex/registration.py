@@ -156,8 +156,13 @@ def register(
     fixed_mask=None,
     moving_mask=None,
     progress: Progress | None = None,
+    extractor=None,
 ) -> RegistrationResult:
-    """Register ``moving`` to ``fixed``; see :func:`samconvex_registration` for the inputs."""
+    """Register ``moving`` to ``fixed``; see :func:`samconvex_registration` for the inputs.
+
+    ``extractor`` reuses a feature backend built earlier (e.g. a batch worker's cached SAM
+    network); by default one is made from ``config``.
+    """
     start = time.perf_counter()
     cfg = config or preset_config("default")
     fixed_grid = check_image(fixed, "fixed image")
@@ -200,7 +205,8 @@ def register(
     fixed_weight = _weight(fixed_inside, fixed_mask_t)
     moving_weight = _weight(moving_inside, moving_mask_t)
     timings["resampling"] = time.perf_counter() - start
-    extractor = make_extractor(cfg, device)
+    if extractor is None:
+        extractor = make_extractor(cfg, device)
     threads_before = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -498,8 +504,11 @@ def warp_image(moving, transform, reference, nearest: bool = False, default_valu
     Linear interpolation, or nearest neighbour for label maps. Outside the moving image the
     value is ``default_value`` (default: the moving image's minimum, i.e. air for CT).
     """
+    values = itk.array_view_from_image(moving)
     if default_value is None:
-        default_value = float(np.min(itk.array_view_from_image(moving)))
+        default_value = np.min(values).item()
+    if np.issubdtype(values.dtype, np.integer):  # SetDefaultPixelValue takes the pixel type
+        default_value = int(default_value)
     kwargs = {"transform": transform, "use_reference_image": True, "reference_image": reference,
               "default_pixel_value": default_value}
     if nearest:

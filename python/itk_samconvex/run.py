@@ -25,11 +25,33 @@ from .space import Grid
 logger = logging.getLogger(__name__)
 
 
-def _read_image(path: str | None, what: str):
+def check_gzip(path: str | None, what: str) -> None:
+    """Decompress a ``.gz`` input to its end: ITK reads truncated gzip files without error.
+
+    Raises:
+        InputError: the gzip stream is damaged or ends early.
+    """
+    import gzip
+    import zlib
+
+    if path is None or not str(path).lower().endswith(".gz") or not Path(path).is_file():
+        return
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{what} {path} is a damaged or truncated gzip file ({error}); copy "
+                         "or export it again.") from error
+
+
+def read_image(path: str | None, what: str):
+    """Read an input image (None for None) with clear errors for missing or damaged files."""
     if path is None:
         return None
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what} {path} does not exist; check the path.")
+    check_gzip(path, what)
     try:
         return itk.imread(str(path))
     except Exception as error:
@@ -37,7 +59,7 @@ def _read_image(path: str | None, what: str):
                          "ITK reads (.nii.gz, .nii, .mha, .nrrd, DICOM folder).") from error
 
 
-def _prepare_output(out: Path, names: list[str], overwrite: bool) -> dict[str, Path]:
+def prepare_output(out: Path, names: list[str], overwrite: bool) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / OUTPUT_NAMES[name] for name in names}
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -164,16 +186,16 @@ def _provenance(result: RegistrationResult) -> dict[str, Any]:
 
 
 def run_register(args: argparse.Namespace, cfg: SAMConvexConfig) -> int:
-    fixed = _read_image(args.fixed, "fixed image")
-    moving = _read_image(args.moving, "moving image")
-    moving_labels = _read_image(args.labels, "moving label map")
-    fixed_labels = _read_image(args.fixed_labels, "fixed label map")
+    fixed = read_image(args.fixed, "fixed image")
+    moving = read_image(args.moving, "moving image")
+    moving_labels = read_image(args.labels, "moving label map")
+    fixed_labels = read_image(args.fixed_labels, "fixed label map")
     names = ["transform", "field", "warped", "report"]
     if not args.no_qc:
         names.append("qc")
     if moving_labels is not None:
         names.append("warped_labels")
-    paths = _prepare_output(Path(args.output), names, args.overwrite)
+    paths = prepare_output(Path(args.output), names, args.overwrite)
     initial = args.initial_transform
     if args.elastix_affine:
         from .elastix import elastix_affine
@@ -183,8 +205,8 @@ def run_register(args: argparse.Namespace, cfg: SAMConvexConfig) -> int:
     bar = _ProgressBar(cfg, args.quiet)
     try:
         result = register(fixed, moving, cfg, initial,
-                          _read_image(args.fixed_mask, "fixed mask"),
-                          _read_image(args.moving_mask, "moving mask"), bar)
+                          read_image(args.fixed_mask, "fixed mask"),
+                          read_image(args.moving_mask, "moving mask"), bar)
     finally:
         bar.close()
     report = write_outputs(result, fixed, moving, paths, moving_labels, fixed_labels,
@@ -204,7 +226,7 @@ def run_register(args: argparse.Namespace, cfg: SAMConvexConfig) -> int:
 def run_demo(args: argparse.Namespace, cfg: SAMConvexConfig) -> int:
     from .phantom import make_phantom_pair
 
-    paths = _prepare_output(Path(args.output), ["transform", "field", "warped", "report", "qc",
+    paths = prepare_output(Path(args.output), ["transform", "field", "warped", "report", "qc",
                                                 "warped_labels"], args.overwrite)
     pair = make_phantom_pair(amplitude_mm=args.amplitude)
     bar = _ProgressBar(cfg, args.quiet)

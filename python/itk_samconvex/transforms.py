@@ -205,10 +205,29 @@ def transform_field_image(transform):
 # atomic output
 
 
+def default_file_mode() -> int:
+    """Permissions of a new file under the current umask (mkstemp alone gives 0600).
+
+    Reads the umask from /proc (Linux) so as not to change it, even briefly, in a
+    multi-threaded worker; elsewhere it is read by setting and restoring it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_target(path: Path) -> str:
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
+    os.chmod(temp, default_file_mode())
     return temp
 
 

@@ -136,7 +136,8 @@ def step_loss(network: SAMNetwork, pairs, settings: TrainSettings,
     zero = local.sum() * 0.0
     local_loss = torch.stack(local_terms).mean() if local_terms else zero
     global_loss = torch.stack(global_terms).mean() if global_terms else zero
-    return local_loss + global_loss, {"local": float(local_loss), "global": float(global_loss)}
+    return local_loss + global_loss, {"local": float(local_loss.detach()),
+                                      "global": float(global_loss.detach())}
 
 
 def _load_resume(path: Path, network: SAMNetwork, optimizer: torch.optim.Optimizer,
