@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .cost import label_offsets
-from .warp import box_smooth, normalised_units_scale
+from .warp import box_smooth, export_friendly, normalised_units_scale
 
 Tensor = torch.Tensor
 
@@ -74,16 +74,30 @@ def coupled_argmin(cost: Tensor, offsets: Tensor, field: Tensor, weight: float,
          (weight * (offsets * offsets * s2).sum(1)).view(1, -1)], 0
     )
     flat_field = field[0].reshape(3, -1)
+    if export_friendly():  # one chunk: no loop whose trip count depends on the size
+        out = _argmin_rows(flat_cost, flat_field, label_matrix, offsets, k, subvoxel)
+        return out.t().reshape(1, 3, nz, ny, nx)
     out = torch.empty((flat_cost.shape[0], 3), device=cost.device)
     for n0 in range(0, flat_cost.shape[0], chunk_voxels):
         n1 = min(flat_cost.shape[0], n0 + chunk_voxels)
-        u = torch.cat([flat_field[:, n0:n1], torch.ones_like(flat_field[:1, n0:n1])], 0)
-        total = torch.addmm(flat_cost[n0:n1], u.t(), label_matrix)
-        best = total.argmin(dim=1)
-        out[n0:n1] = offsets[best]
-        if subvoxel:
-            out[n0:n1] += _subvoxel_offsets(total, best, k)
+        out[n0:n1] = _argmin_rows(flat_cost[n0:n1], flat_field[:, n0:n1], label_matrix,
+                                  offsets, k, subvoxel)
     return out.t().reshape(1, 3, nz, ny, nx)
+
+
+def _argmin_rows(cost: Tensor, field: Tensor, label_matrix: Tensor, offsets: Tensor, k: int,
+                 subvoxel: bool) -> Tensor:
+    """Coupled argmin of the voxels (rows) of ``cost`` (N, L) given ``field`` (3, N).
+
+    Returns (N, 3) displacements in level voxels.
+    """
+    u = torch.cat([field, torch.ones_like(field[:1])], 0)
+    total = torch.addmm(cost, u.t(), label_matrix)
+    best = total.argmin(dim=1)
+    out = offsets[best]
+    if subvoxel:
+        out = out + _subvoxel_offsets(total, best, k)
+    return out
 
 
 def coupled_convex(

@@ -6,15 +6,16 @@ unit-norm features this is ``1 - cos``, the official SAMConvex cost up to a cons
 
 The result is stored labels-last, (Z, Y, X, L), so that the coupled argmin reads each
 voxel's labels contiguously. Only that result is materialised: the per-offset work runs on
-z-slabs small enough to stay in cache. Optional masks make the data term neutral where they
-exclude it.
+z-slabs small enough to stay in cache (eagerly; for ``torch.export`` one loop-free expression
+over sliding-window views, which the compiler fuses, see ``warp.export_friendly``). Optional
+masks make the data term neutral where they exclude it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .warp import box_smooth
+from .warp import box_smooth, export_friendly
 
 Tensor = torch.Tensor
 
@@ -58,6 +59,8 @@ def cost_volume(
     Returns:
         (Z, Y, X, L) float32 costs.
     """
+    if export_friendly():
+        return _cost_volume_windows(fixed, moving, radius, fixed_weight, moving_weight)
     _, _, nz, ny, nx = fixed.shape
     k = 2 * radius + 1
     num_labels = k**3
@@ -82,6 +85,44 @@ def cost_volume(
             _neutralise(slab, k, z0, wf, wm)
         out[z0:z1] = slab.permute(1, 2, 3, 0)
     return out
+
+
+def label_windows(x: Tensor, k: int) -> Tensor:
+    """Sliding ``k^3`` windows of (C, Z + k - 1, Y + k - 1, X + k - 1) as a view.
+
+    Returns (C, Z, Y, X, k, k, k) with ``out[c, z, y, x, dz, dy, dx] = x[c, z + dz, y + dy,
+    x + dx]``: the last three axes flattened are the labels in ``label_offsets`` order.
+    """
+    return x.unfold(1, k, 1).unfold(2, k, 1).unfold(3, k, 1)
+
+
+def _cost_volume_windows(
+    fixed: Tensor,
+    moving: Tensor,
+    radius: int,
+    fixed_weight: Tensor | None,
+    moving_weight: Tensor | None,
+) -> Tensor:
+    """Loop-free :func:`cost_volume` (same values) for ``torch.export``.
+
+    Eagerly this would materialise C x L values per voxel; compiled, the difference, square
+    and channel sum fuse into one kernel that writes only the (Z, Y, X, L) result.
+    """
+    _, _, nz, ny, nx = fixed.shape
+    k = 2 * radius + 1
+    num_labels = k**3
+    windows = label_windows(pad_replicate(moving, radius)[0], k)
+    diff = fixed[0][..., None, None, None] - windows
+    cost = diff.square().sum(0).mul(0.5).reshape(nz, ny, nx, num_labels)
+    if moving_weight is not None:
+        weights = label_windows(pad_replicate(moving_weight, radius)[0], k)[0]
+        weights = weights.reshape(nz, ny, nx, num_labels)
+        total = weights.sum(-1, keepdim=True)
+        mean = (cost * weights).sum(-1, keepdim=True) / total.clamp_min(1e-6)
+        cost = cost * weights + (1 - weights) * mean
+    if fixed_weight is not None:
+        cost = cost * fixed_weight[0, 0].unsqueeze(-1)
+    return cost
 
 
 def _window(k: int):

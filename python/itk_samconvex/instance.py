@@ -11,6 +11,10 @@ refreshed every ``relinearize_every`` steps. With 1 it is the exact gradient up 
 finite-difference image gradient; larger values trade accuracy for speed, because the
 feature warp is done once per refresh while each Adam step only touches the 9 numbers per
 voxel of ``J^T J`` and ``J^T r``, whatever the number of channels.
+
+The Adam update is written out with tensors (:func:`adam_step`, the same arithmetic as
+``torch.optim.Adam``'s single-tensor path) so that the whole refinement exports with
+``torch.export``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ import logging
 
 import torch
 
-from .warp import box_smooth, box_smooth_adjoint, compose, normalised_units_scale, warp
+from .warp import (
+    box_smooth,
+    box_smooth_adjoint,
+    compose,
+    export_friendly,
+    normalised_units_scale,
+    warp,
+)
 
 Tensor = torch.Tensor
 logger = logging.getLogger(__name__)
@@ -42,16 +53,16 @@ def central_difference(x: Tensor, dim: int) -> Tensor:
 
 
 def linearise(fixed: Tensor, moving: Tensor, field_vox: Tensor, weight: Tensor
-              ) -> tuple[Tensor, Tensor, float]:
+              ) -> tuple[Tensor, Tensor, Tensor]:
     """Gauss-Newton terms of the data term at ``field_vox``.
 
     Returns ``A`` (1, 6, Z, Y, X): the packed symmetric ``w * J^T J`` (zz, zy, zx, yy, yx,
-    xx); ``b`` (1, 3, Z, Y, X): ``w * J^T r``; and the weighted energy sum.
+    xx); ``b`` (1, 3, Z, Y, X): ``w * J^T r``; and the weighted energy sum (0-d tensor).
     """
     warped = warp(moving, field_vox)
     grads = [central_difference(warped, d) for d in (2, 3, 4)]
     residual = warped.sub_(fixed)
-    energy = 0.5 * float((residual.square().sum(1, keepdim=True) * weight).sum())
+    energy = 0.5 * (residual.square().sum(1, keepdim=True) * weight).sum()
     b = torch.cat([(g * residual).sum(1, keepdim=True) for g in grads], 1).mul_(weight)
     a = torch.cat([(grads[i] * grads[j]).sum(1, keepdim=True) for i, j in _PAIRS], 1)
     return a.mul_(weight), b, energy
@@ -90,6 +101,22 @@ def diffusion_gradient(v: Tensor) -> Tensor:
         grad.narrow(dim, 0, n - 1).sub_(d)
         grad.narrow(dim, 1, n - 1).add_(d)
     return grad
+
+
+def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
+              lr: float, eps: float, betas: tuple[float, float] = (0.9, 0.999)) -> None:
+    """One Adam update of ``param`` in place (``step`` counts from 1).
+
+    The arithmetic of ``torch.optim.Adam`` (single-tensor path, no weight decay, no amsgrad)
+    with the step count a Python int, so no tensor value is read on the host.
+    """
+    beta1, beta2 = betas
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    step_size = lr / (1 - beta1**step)
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 def instance_optimization(
@@ -142,9 +169,10 @@ def instance_optimization(
         source, mweight, start = moving, moving_weight, init
     wf = fixed_weight if fixed_weight is not None else torch.ones_like(init[:, :1])
     theta = (start * scale if normalized else start).detach().clone()
-    optimiser = torch.optim.Adam([theta], lr=learning_rate, eps=adam_eps)
+    exp_avg = torch.zeros_like(theta)
+    exp_avg_sq = torch.zeros_like(theta)
     a = b = v_lin = None
-    norm = 1.0
+    inv_norm: float | Tensor = 1.0
     for step in range(iterations):
         # gradients by hand (no autograd graph): v = S theta, dL/dtheta = S^T dL/dv
         v = box_smooth(theta, smoothing_passes, padding)
@@ -153,16 +181,20 @@ def instance_optimization(
             weight = wf if mweight is None else wf * warp(mweight, v_vox)
             # loss scaled by the voxel count: per-voxel gradients are O(1), far above Adam's
             # epsilon, while float round-off (~1e-7) stays below it
-            norm = float(weight.sum().clamp_min(1.0)) / weight.numel()
+            if export_friendly():  # the same factor as a tensor, without a host read
+                inv_norm = weight.sum().clamp_min(1.0).reciprocal() * weight.numel()
+            else:
+                inv_norm = 1.0 / (float(weight.sum().clamp_min(1.0)) / weight.numel())
             a, b, energy = linearise(fixed, source, v_vox, weight)
             v_lin = v_vox.clone()
-            logger.debug("IO step %d: data term %.5f", step, energy / norm)
-        grad = apply_normal(a, v_vox - v_lin).add_(b).mul_(1.0 / norm)
+            if logger.isEnabledFor(logging.DEBUG) and not export_friendly():
+                logger.debug("IO step %d: data term %.5f", step, float(energy) * inv_norm)
+        grad = apply_normal(a, v_vox - v_lin).add_(b).mul_(inv_norm)
         if normalized:
             grad = grad / scale
         grad.add_(diffusion_gradient(v), alpha=regularization * v[0, 0].numel())
-        theta.grad = box_smooth_adjoint(grad, smoothing_passes, padding)
-        optimiser.step()
+        adam_step(theta, box_smooth_adjoint(grad, smoothing_passes, padding), exp_avg,
+                  exp_avg_sq, step + 1, learning_rate, adam_eps)
     out = box_smooth(theta, smoothing_passes, padding) if return_smoothed else theta
     out = out / scale if normalized else out
     if parameterization == "increment":

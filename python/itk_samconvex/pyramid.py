@@ -18,7 +18,7 @@ from .convex import coupled_convex
 from .cost import cost_volume, smooth_cost
 from .features import FeatureExtractor, FeatureMap, to_level_grid
 from .instance import instance_optimization
-from .warp import box_smooth, change_level, compose, pool, warp
+from .warp import box_smooth, change_level, compose, export_friendly, pool, warp
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -192,8 +192,9 @@ def register_tensors(
         del cost
         total = step if prior is None else compose(prior, step)
         prev_factor = f
-        logger.debug("level %d (factor %d, r %d): grid %s, max |u| %.2f level voxels",
-                     index + 1, f, r, shape, float(total.abs().max()))
+        if logger.isEnabledFor(logging.DEBUG) and not export_friendly():
+            logger.debug("level %d (factor %d, r %d): grid %s, max |u| %.2f level voxels",
+                         index + 1, f, r, shape, float(total.abs().max()))
         done(f"level {index + 1}/{len(cfg.levels)}")
 
     assert total is not None

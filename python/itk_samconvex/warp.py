@@ -10,15 +10,44 @@ Conventions used by every solver module:
   multiples of the coarsest factor, so pooled grids tile the working grid exactly.
 
 Grids are built with ``arange`` (never ``linspace``/``affine_grid``) so that the code exports
-with dynamic shapes.
+with dynamic shapes. Functions that chunk work for eager speed and memory, or read tensor
+values on the host, have an export-friendly form selected by :func:`export_friendly`.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+
+_FORCE_EXPORT_FRIENDLY = False
+
+
+def export_friendly() -> bool:
+    """True while ``torch.export`` traces the solver, or inside :func:`export_friendly_paths`.
+
+    Solver functions then take their export-friendly forms: no Python loops whose trip count
+    depends on tensor sizes (the eager forms chunk work to stay in cache and bound memory),
+    and no host reads of tensor values (``float(tensor)``), which would freeze data into the
+    exported program. Both forms compute the same values up to float round-off; the eager
+    forms stay the default because they are faster and leaner without a compiler.
+    """
+    return _FORCE_EXPORT_FRIENDLY or torch.compiler.is_exporting()
+
+
+@contextlib.contextmanager
+def export_friendly_paths(enabled: bool = True) -> Iterator[None]:
+    """Run the export-friendly forms eagerly (to test them against the chunked forms)."""
+    global _FORCE_EXPORT_FRIENDLY
+    previous, _FORCE_EXPORT_FRIENDLY = _FORCE_EXPORT_FRIENDLY, enabled
+    try:
+        yield
+    finally:
+        _FORCE_EXPORT_FRIENDLY = previous
 
 
 def box_smooth(x: Tensor, passes: int = 1, padding: str = "replicate") -> Tensor:

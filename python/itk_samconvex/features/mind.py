@@ -13,6 +13,7 @@ import itertools
 
 import torch
 
+from ..warp import export_friendly
 from .base import FeatureMap
 
 Tensor = torch.Tensor
@@ -92,7 +93,8 @@ def mind_ssc(image: Tensor, radius: int = 1, dilation: int = 2) -> Tensor:
     )
     distances -= distances.min(dim=1, keepdim=True).values
     variance = distances.mean(dim=1, keepdim=True)
-    mean_var = float(variance.mean())
+    # the clamp bounds as a tensor when exporting (no host read of a value)
+    mean_var = variance.mean() if export_friendly() else float(variance.mean())
     variance = variance.clamp(min=mean_var * 1e-3 + 1e-12, max=mean_var * 1e3 + 1e-12)
     return distances.mul_(-1.0 / variance).exp_()
 
