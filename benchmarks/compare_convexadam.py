@@ -37,48 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from common import DEFAULT_DATA, PeakMemory
+
 FOUR = ["headneck_okbp_pt4_vs_pt13", "headneck_okbp_pt4_vs_pt17", "headneck_okbp_pt17_vs_pt22",
         "headneck_okbp_pt13_vs_pt22"]
 logger = logging.getLogger("benchmark")
 
 
 # ------------------------------------------------------------------------------- children
-
-
-class PeakMemory:
-    """Samples this process's resident set size every few ms; ``peak_mb`` of one section."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        import threading
-
-        self.interval, self.peak, self.running = interval, 0, False
-        self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def rss_bytes() -> int:
-        with open("/proc/self/statm", encoding="ascii") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, self.rss_bytes())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        import threading
-
-        self.baseline = self.peak = self.rss_bytes()
-        self.running = True
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.running = False
-        assert self._thread is not None
-        self._thread.join()
-        self.peak = max(self.peak, self.rss_bytes())
 
 
 def _warm_up(method: str, preset: str) -> None:
