@@ -19,6 +19,7 @@ from helpers import (
 )
 from itk_samconvex.errors import InputError
 from itk_samconvex.space import (
+    SAMPLING_SLACK,
     Grid,
     check_image,
     check_mask,
@@ -44,9 +45,10 @@ def _linear_image(grid: Grid):
 
 
 def _in_extent(index_xyz: np.ndarray, size) -> np.ndarray:
-    """Mask of continuous indices within the voxel extent [-0.5, size - 0.5] on every axis."""
-    upper = np.asarray(size, dtype=np.float64) - 0.5
-    return np.all((index_xyz > -0.5) & (index_xyz < upper), axis=-1)
+    """Mask of continuous indices within the voxel extent [-0.5, size - 0.5] on every axis,
+    widened by ``SAMPLING_SLACK`` voxels as ``sample_image`` does."""
+    upper = np.asarray(size, dtype=np.float64) - 0.5 + SAMPLING_SLACK
+    return np.all((index_xyz > -0.5 - SAMPLING_SLACK) & (index_xyz < upper), axis=-1)
 
 
 def _inside(index_xyz: np.ndarray, size, margin: float = 1e-6) -> np.ndarray:
@@ -286,6 +288,26 @@ def test_sample_image_nearest_keeps_labels(oblique_grid, pixel):
     assert np.all(out[~_inside(index, oblique_grid.size)] == 0)
     linear = sample_image(image, w)[0].numpy()
     assert np.any((linear > 0.01) & (linear < 2.99))
+
+
+def test_sample_image_boundary_ties_are_decided_by_geometry_not_round_off():
+    """2 mm working voxels on 3 mm slices land exactly on voxel boundaries and half indices.
+
+    Those samples count as inside and nearest-neighbour ties go to the higher index, however
+    float32 round-off falls (the C++ filter, in double precision, decides them the same way).
+    """
+    src = make_grid((4, 4, 6), (1.0, 1.0, 3.0), (10.0, -20.0, 30.0), np.eye(3))
+    labels = np.arange(6, dtype=np.uint8)[:, None, None] * np.ones((6, 4, 4), np.uint8)
+    image = make_image(labels, src, itk.UC)
+    # working z centres at slice indices -0.5, 1/6, 5/6, 1.5, ..., 5.5 (exact ties)
+    work = make_grid((4, 4, 10), (1.0, 1.0, 2.0), (10.0, -20.0, 28.5), np.eye(3))
+    values, inside = sample_image(image, work, nearest=True)
+    k = (np.arange(10) * 2.0 - 1.5) / 3.0
+    expected_inside = (k >= -0.5) & (k <= 5.5)
+    np.testing.assert_array_equal(inside.numpy()[:, 0, 0], expected_inside)
+    expected = np.where(k + 0.5 < 6, np.floor(k + 0.5 + 1e-9), 0)  # ties up, 0 beyond 5.5
+    np.testing.assert_array_equal(values.numpy()[:, 0, 0], expected.astype(np.float32))
+    assert values.numpy()[0, 0, 0] == 0.0 and values.numpy()[3, 0, 0] == 2.0  # -0.5 -> 0, 1.5 -> 2
 
 
 def test_sample_image_on_its_own_grid_is_exact(oblique_grid):

@@ -29,6 +29,12 @@ Tensor = torch.Tensor
 
 COORDINATE_TOLERANCE = 1e-6  # ITK's default, relative to the spacing
 DIRECTION_TOLERANCE = 1e-6
+# Voxels of slack in sample_image's "inside" test and nearest-neighbour tie-break. Working
+# voxel centres often fall exactly on a source voxel's boundary (e.g. 2 mm working voxels on
+# 3 mm slices); without slack float32 round-off decides those, and the C++ filter (double
+# precision) would decide some of them the other way. Larger than float32 round-off of the
+# coordinates (< 1e-4 voxels up to 1000 voxels), far below anything geometric.
+SAMPLING_SLACK = 1e-3
 
 
 @dataclass(frozen=True)
@@ -276,15 +282,18 @@ def sample_image(
 
     Unlike ITK's resampler this extrapolates by replicating the image border (so a field of
     view ending inside the body does not create an artificial air edge) and reports which
-    samples fall inside the image, so that the data term can ignore the others.
+    samples fall inside the image, so that the data term can ignore the others. Samples on
+    a voxel boundary (within ``SAMPLING_SLACK`` voxels) count as inside, and nearest-neighbour
+    ties go to the higher index, so that float32 round-off decides nothing (the C++ filter
+    computes the same in double precision).
 
     Args:
         image: 3-D scalar ITK image.
         grid: where to sample (the working grid).
         transform: ITK transform from ``grid`` points to ``image`` points (None = identity).
             Linear transforms are applied in closed form, others via a dense ITK field.
-        nearest: nearest-neighbour sampling (labels, masks) with zeros outside, instead of
-            trilinear with border replication.
+        nearest: nearest-neighbour sampling (labels, masks) with zeros outside the voxel
+            extent, instead of trilinear with border replication.
 
     Returns:
         values: (Z, Y, X) float32 tensor on ``device``.
@@ -311,7 +320,8 @@ def sample_image(
     ii = torch.arange(nx, dtype=torch.float32, device=device).view(1, 1, nx, 1)
     values = torch.empty((nz, ny, nx), dtype=torch.float32, device=device)
     inside = torch.empty((nz, ny, nx), dtype=torch.bool, device=device)
-    mode, padding = ("nearest", "zeros") if nearest else ("bilinear", "border")
+    flat_volume = volume.reshape(-1)
+    strides = torch.tensor([1, src.size[0], src.size[0] * src.size[1]], device=device)
     for z0 in range(0, nz, chunk_planes):
         z1 = min(nz, z0 + chunk_planes)
         kk = torch.arange(z0, z1, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
@@ -319,10 +329,17 @@ def sample_image(
                   + torch.as_tensor(q_vec, dtype=torch.float32, device=device))
         if dense is not None:
             coords = coords + torch.from_numpy(dense[z0:z1]).to(device) @ to_index_t.T
-        inside[z0:z1] = ((coords > -0.5) & (coords < size - 0.5)).all(-1)
+        inside[z0:z1] = ((coords > -0.5 - SAMPLING_SLACK)
+                         & (coords < size - 0.5 + SAMPLING_SLACK)).all(-1)
+        if nearest:  # (i, j, k) of the nearest voxel; ties to the higher index
+            index = torch.floor(coords + (0.5 + SAMPLING_SLACK)).long()
+            valid = ((index >= 0) & (index < size.long())).all(-1)
+            offset = (index.clamp_min(0).minimum(size.long() - 1) * strides).sum(-1)
+            values[z0:z1] = torch.where(valid, flat_volume[offset], 0.0)
+            continue
         normalised = (coords * scale - 1.0).unsqueeze(0)  # (1, z, y, x, 3) in (x, y, z) order
         values[z0:z1] = torch.nn.functional.grid_sample(
-            volume, normalised, mode=mode, padding_mode=padding, align_corners=True)[0, 0]
+            volume, normalised, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
     return values, inside
 
 
