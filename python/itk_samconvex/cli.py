@@ -28,6 +28,7 @@ PLUGGABLE: list[tuple[str, str, str]] = [
     ("batch", "batch", "register many pairs from a manifest on Dask (resumable)"),
     ("evaluate", "evaluate", "score a registration: Dice, HD95, TRE, SDlogJ, folding"),
     ("train-sam", "training.train", "train the SAM embedding self-supervised on CT images"),
+    ("export", "export", "export the solver as an AOTInductor package for the C++ filter"),
 ]
 
 
