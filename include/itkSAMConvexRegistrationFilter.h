@@ -291,6 +291,19 @@ private:
   template <typename TImage>
   WorkingImagePointer
   PrepareImage(const TImage * image, double spacing) const;
+  /** Inverse of src's index-to-physical matrix (direction times spacing). */
+  static void
+  PhysicalToIndexMatrix(const Grid & src, double toIndex[3][3]);
+  /** Continuous index in src of working voxel (i, j, k) of grid, mapped through transform. */
+  static void
+  SourceIndex(const Grid &          grid,
+              SizeValueType         i,
+              SizeValueType         j,
+              SizeValueType         k,
+              const TransformType * transform,
+              const Grid &          src,
+              const double          toIndex[3][3],
+              double                c[3]);
   void
   Sample(const WorkingImageType * image,
          const Grid &             grid,

@@ -697,6 +697,59 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
   return smoothed;
 }
 
+template <typename TFixedImage, typename TMovingImage, typename TDisplacementField, typename TMaskImage>
+void
+SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMaskImage>::PhysicalToIndexMatrix(
+  const Grid & src,
+  double       toIndex[3][3])
+{
+  double a[3][3];
+  for (unsigned int r = 0; r < 3; ++r)
+  {
+    for (unsigned int c = 0; c < 3; ++c)
+    {
+      a[r][c] = src.direction[r][c] * src.spacing[c];
+    }
+  }
+  samconvex_detail::Invert3(a, toIndex);
+}
+
+template <typename TFixedImage, typename TMovingImage, typename TDisplacementField, typename TMaskImage>
+void
+SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMaskImage>::SourceIndex(
+  const Grid &          grid,
+  SizeValueType         i,
+  SizeValueType         j,
+  SizeValueType         k,
+  const TransformType * transform,
+  const Grid &          src,
+  const double          toIndex[3][3],
+  double                c[3])
+{
+  const double                                idx[3] = { static_cast<double>(i), static_cast<double>(j), static_cast<double>(k) };
+  typename TransformType::InputPointType     p;
+  for (unsigned int a = 0; a < 3; ++a)
+  {
+    p[a] = grid.origin[a];
+    for (unsigned int b = 0; b < 3; ++b)
+    {
+      p[a] += grid.direction[a][b] * grid.spacing[b] * idx[b];
+    }
+  }
+  if (transform != nullptr)
+  {
+    p = transform->TransformPoint(p);
+  }
+  for (unsigned int a = 0; a < 3; ++a)
+  {
+    c[a] = 0.0;
+    for (unsigned int b = 0; b < 3; ++b)
+    {
+      c[a] += toIndex[a][b] * (p[b] - src.origin[b]);
+    }
+  }
+}
+
 // Python: space.sample_image (trilinear, border replication, "inside" = within the voxel extent)
 template <typename TFixedImage, typename TMovingImage, typename TDisplacementField, typename TMaskImage>
 void
@@ -709,51 +762,22 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
 {
   const Grid src = GridOf(image);
   double     toIndex[3][3];
-  {
-    double a[3][3];
-    for (unsigned int r = 0; r < 3; ++r)
-    {
-      for (unsigned int c = 0; c < 3; ++c)
-      {
-        a[r][c] = src.direction[r][c] * src.spacing[c];
-      }
-    }
-    samconvex_detail::Invert3(a, toIndex);
-  }
+  PhysicalToIndexMatrix(src, toIndex);
   const float * in = image->GetBufferPointer();
   float *       out = values->GetBufferPointer();
   const auto    nx = grid.size[0], ny = grid.size[1], nz = grid.size[2];
   const auto    sx = src.size[0], sy = src.size[1];
   inside.assign(grid.NumberOfVoxels(), 0);
   auto plane = [&](SizeValueType k) {
-    using PointType = typename TransformType::InputPointType;
     for (SizeValueType j = 0; j < ny; ++j)
     {
       for (SizeValueType i = 0; i < nx; ++i)
       {
-        const double idx[3] = { static_cast<double>(i), static_cast<double>(j), static_cast<double>(k) };
-        PointType    p;
-        for (unsigned int a = 0; a < 3; ++a)
-        {
-          p[a] = grid.origin[a];
-          for (unsigned int b = 0; b < 3; ++b)
-          {
-            p[a] += grid.direction[a][b] * grid.spacing[b] * idx[b];
-          }
-        }
-        if (transform != nullptr)
-        {
-          p = transform->TransformPoint(p);
-        }
         double c[3];
-        bool   in_extent = true;
+        SourceIndex(grid, i, j, k, transform, src, toIndex, c);
+        bool in_extent = true;
         for (unsigned int a = 0; a < 3; ++a)
         {
-          c[a] = 0.0;
-          for (unsigned int b = 0; b < 3; ++b)
-          {
-            c[a] += toIndex[a][b] * (p[b] - src.origin[b]);
-          }
           in_extent = in_extent && c[a] > -0.5 - samconvex_detail::SamplingSlack &&
                       c[a] < static_cast<double>(src.size[a]) - 0.5 + samconvex_detail::SamplingSlack;
         }
@@ -791,50 +815,22 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
 {
   const Grid src = GridOf(mask);
   double     toIndex[3][3];
-  {
-    double a[3][3];
-    for (unsigned int r = 0; r < 3; ++r)
-    {
-      for (unsigned int c = 0; c < 3; ++c)
-      {
-        a[r][c] = src.direction[r][c] * src.spacing[c];
-      }
-    }
-    samconvex_detail::Invert3(a, toIndex);
-  }
+  PhysicalToIndexMatrix(src, toIndex);
   const auto * in = mask->GetBufferPointer();
   const auto   nx = grid.size[0], ny = grid.size[1], nz = grid.size[2];
   auto         plane = [&](SizeValueType k) {
-    using PointType = typename TransformType::InputPointType;
     for (SizeValueType j = 0; j < ny; ++j)
     {
       for (SizeValueType i = 0; i < nx; ++i)
       {
-        const double idx[3] = { static_cast<double>(i), static_cast<double>(j), static_cast<double>(k) };
-        PointType    p;
-        for (unsigned int a = 0; a < 3; ++a)
-        {
-          p[a] = grid.origin[a];
-          for (unsigned int b = 0; b < 3; ++b)
-          {
-            p[a] += grid.direction[a][b] * grid.spacing[b] * idx[b];
-          }
-        }
-        if (transform != nullptr)
-        {
-          p = transform->TransformPoint(p);
-        }
+        double c[3];
+        SourceIndex(grid, i, j, k, transform, src, toIndex, c);
         SizeValueType offset = 0;
         SizeValueType stride = 1;
         bool          within = true;
         for (unsigned int a = 0; a < 3; ++a)
         {
-          double c = 0.0;
-          for (unsigned int b = 0; b < 3; ++b)
-          {
-            c += toIndex[a][b] * (p[b] - src.origin[b]);
-          }
-          const double r = std::floor(c + 0.5 + samconvex_detail::SamplingSlack); // ties go up
+          const double r = std::floor(c[a] + 0.5 + samconvex_detail::SamplingSlack); // ties go up
           within = within && r >= 0.0 && r <= static_cast<double>(src.size[a] - 1);
           if (within)
           {
