@@ -61,6 +61,7 @@ from .batch_manifest import (
     load_pairs,
     read_landmarks,
 )
+from .cli import OUTPUT_NAMES
 from .config import SAMConvexConfig
 from .errors import InputError, ResourceError, SAMConvexError
 
@@ -80,14 +81,7 @@ LOCK_FILE = ".samconvex-batch.lock"
 #: Folder of the per-pair error files.
 FAILURES_DIR = "failures"
 #: Output file names, as ``samconvex register`` writes them.
-OUTPUT_FILES = {
-    "transform": "transform.h5",
-    "field": "field.nii.gz",
-    "warped": "warped.nii.gz",
-    "warped_labels": "warped_labels.nii.gz",
-    "qc": "qc.png",
-    "report": "report.json",
-}
+OUTPUT_FILES = OUTPUT_NAMES
 #: Columns of ``summary.csv`` (``summary.json`` has the same keys per pair).
 SUMMARY_COLUMNS = (
     "name", "status", "attempts", "seconds", "registration_seconds", "worker", "peak_rss_mb",

@@ -72,16 +72,23 @@ def _add_registration_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
 
 
+def parse_assignments(items: list[str], option: str, form: str, example: str,
+                      error: type[Exception]) -> dict[str, Any]:
+    """``NAME=VALUE`` command-line items as a dict (values parsed by ``_parse_value``)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise error(f"{option} {item!r} must look like {form} (e.g. {example}).")
+        name, value = item.split("=", 1)
+        parsed[name.strip()] = _parse_value(value.strip())
+    return parsed
+
+
 def _config_from_args(args: argparse.Namespace):
     from .registration import build_config
 
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise SAMConvexError(f"--set {item!r} must look like NAME=VALUE (e.g. "
-                                 "io_iterations=30).")
-        name, value = item.split("=", 1)
-        overrides[name.strip()] = _parse_value(value.strip())
+    overrides = parse_assignments(args.set, "--set", "NAME=VALUE", "io_iterations=30",
+                                  SAMConvexError)
     if args.features:
         overrides["features"] = args.features
     if args.no_instance_optimization:

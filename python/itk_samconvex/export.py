@@ -503,17 +503,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``samconvex export``: exit code 0 when the package is written."""
-    from .cli import EXIT_OK, _config_from_args, _parse_value, dump_json
+    from .cli import EXIT_OK, _config_from_args, dump_json, parse_assignments
 
     cfg = _config_from_args(args)
     device = cfg.device if cfg.device != "auto" else "cpu"
-    options = {}
-    for item in args.compiler_option:
-        if "=" not in item:
-            raise InputError(f"--compiler-option {item!r} must look like KEY=VALUE (e.g. "
-                             "cpp.simdlen=1).")
-        key, value = item.split("=", 1)
-        options[key.strip()] = _parse_value(value.strip())
+    options = parse_assignments(args.compiler_option, "--compiler-option", "KEY=VALUE",
+                                "cpp.simdlen=1", InputError)
     if args.reuse and is_current(args.out, cfg, device, args.max_size, options):
         if not args.quiet:
             print(f"{args.out} is up to date (same solver sources, parameters, torch and "
