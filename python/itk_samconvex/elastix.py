@@ -206,19 +206,122 @@ def _dense_from_maps(maps: list[ParameterMap], fixed):
     return displacement_transform(array, Grid.of(fixed))
 
 
+INITIALIZATIONS = ("search", "geometric-centre")
+
+
 def elastix_affine(fixed, moving, iterations: int = 500, resolutions: int = 4,
-                   fixed_mask=None, moving_mask=None, threads: int | None = None):
+                   fixed_mask=None, moving_mask=None, threads: int | None = None,
+                   initialization: str = "search"):
     """Affine pre-alignment with itk-elastix (fixed -> moving ITK transform).
 
-    Uses elastix's default affine map (Mattes mutual information, adaptive stochastic
-    gradient descent) with a geometric-centre initialisation, linear final interpolation.
+    elastix's default affine map (Mattes mutual information, adaptive stochastic gradient
+    descent, ``resolutions`` levels of ``iterations`` each).
+
+    ``initialization="search"`` (default) first finds where the moving body lies by an
+    exhaustive translation search (:mod:`itk_samconvex.prealign`), which handles unrelated
+    scanner frames and a moving scan that covers only part of the fixed one. When the moving
+    field of view covers less than ``SWAP_BELOW`` of the fixed body, elastix registers the
+    moving image to the fixed one instead (it samples its fixed image, and most fixed samples
+    would fall outside a small moving image) with a similarity transform (a partial field of
+    view does not constrain shear), and the result is inverted. The affine is kept
+    only if it is plausible (``prealign.plausible_affine``) and overlays the images at least
+    as well as the translation (windowed NCC on the search grid); otherwise, or when elastix
+    fails, the translation is returned with a warning.
+
+    ``initialization="geometric-centre"`` is elastix's own centre-of-images start, which
+    suffices when the two scans cover the same anatomy.
     """
     _require_elastix()
+    if initialization not in INITIALIZATIONS:
+        raise InputError(f"initialization must be one of {INITIALIZATIONS}; got "
+                         f"{initialization!r}.")
+    if initialization == "geometric-centre":
+        return _elastix_affine_run(fixed, moving, iterations, resolutions, fixed_mask,
+                                   moving_mask, threads, centre_start=True)
+    return _searched_affine(fixed, moving, iterations, resolutions, fixed_mask, moving_mask,
+                            threads)
+
+
+SEARCH_SPACING_MM = 6.0  # translation search grid
+SWAP_BELOW = 0.7  # fixed-body coverage by the moving field of view below which roles swap
+SCORE_SLACK = 0.02  # NCC the affine may lose against the translation before it is refused
+
+
+def _searched_affine(fixed, moving, iterations, resolutions, fixed_mask, moving_mask, threads):
+    from .prealign import (
+        affine_from_matrix,
+        alignment_score,
+        coarse_image,
+        plausible_affine,
+        search_translation,
+    )
+    from .transforms import linear_parts
+
+    coarse_fixed = coarse_image(fixed, SEARCH_SPACING_MM, "fixed image")
+    search = search_translation(fixed, moving, SEARCH_SPACING_MM, coarse_fixed=coarse_fixed)
+    translation = search.translation_mm
+    start = search.transform()
+    start_score = alignment_score(coarse_fixed, moving, start)
+    # the moving image moved by -t: elastix then starts from the identity
+    shifted = _shifted(moving, -translation)
+    shifted_mask = None if moving_mask is None else _shifted(moving_mask, -translation)
+    swap = start_score.fixed_body_covered < SWAP_BELOW
+    try:
+        if swap:
+            # a partial field of view does not constrain shear and anisotropic scaling: a
+            # similarity transform (rotation, translation, one scale), inverted afterwards
+            logger.info("moving field of view covers %.0f%% of the fixed body: registering "
+                        "moving to fixed (similarity) and inverting",
+                        100 * start_score.fixed_body_covered)
+            backward = _elastix_affine_run(shifted, fixed, iterations, resolutions,
+                                           shifted_mask,
+                                           fixed_mask, threads, centre_start=False,
+                                           transform="SimilarityTransform")
+            m_back, t_back = linear_parts(backward)
+            matrix = np.linalg.inv(m_back)
+            offset = -matrix @ t_back
+        else:
+            forward = _elastix_affine_run(fixed, shifted, iterations, resolutions, fixed_mask,
+                                          shifted_mask,
+                                          threads, centre_start=False)
+            matrix, offset = linear_parts(forward)
+    except Exception as error:  # elastix reports failures as RuntimeError with its log
+        logger.warning("elastix affine failed after the translation search (%s); using the "
+                       "translation (%.1f, %.1f, %.1f) mm", str(error).strip().splitlines()[-1],
+                       *translation)
+        return start
+    affine = affine_from_matrix(matrix, offset + translation)
+    if not plausible_affine(matrix):
+        logger.warning("elastix affine is implausible (singular values %s); using the "
+                       "translation", np.round(np.linalg.svd(matrix, compute_uv=False), 2))
+        return start
+    score = alignment_score(coarse_fixed, moving, affine)
+    if score.correlation < start_score.correlation - SCORE_SLACK:
+        logger.warning("elastix affine overlays the images worse than the translation (NCC "
+                       "%.3f vs %.3f); using the translation", score.correlation,
+                       start_score.correlation)
+        return start
+    logger.info("elastix affine: NCC %.3f (translation %.3f)", score.correlation,
+                start_score.correlation)
+    return affine
+
+
+def _shifted(image, delta_mm: np.ndarray):
+    """The image with its origin moved by ``delta_mm`` (LPS): a translation of its content."""
+    origin = np.asarray(image.GetOrigin(), dtype=np.float64) + delta_mm
+    return itk.change_information_image_filter(
+        image, output_origin=[float(v) for v in origin], change_origin=True)
+
+
+def _elastix_affine_run(fixed, moving, iterations, resolutions, fixed_mask, moving_mask,
+                        threads, centre_start: bool, transform: str = "AffineTransform"):
     parameter_object = itk.ParameterObject.New()
     params = parameter_object.GetDefaultParameterMap("affine", resolutions)
+    params["Transform"] = [transform]
     params["MaximumNumberOfIterations"] = [str(iterations)]
-    params["AutomaticTransformInitialization"] = ["true"]
-    params["AutomaticTransformInitializationMethod"] = ["GeometricalCenter"]
+    params["AutomaticTransformInitialization"] = ["true" if centre_start else "false"]
+    if centre_start:
+        params["AutomaticTransformInitializationMethod"] = ["GeometricalCenter"]
     params["FinalBSplineInterpolationOrder"] = ["1"]
     parameter_object.AddParameterMap(params)
     float_type = itk.Image[itk.F, 3]
