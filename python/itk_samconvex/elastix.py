@@ -247,7 +247,14 @@ SWAP_BELOW = 0.7  # fixed-body coverage by the moving field of view below which 
 SCORE_SLACK = 0.02  # NCC the affine may lose against the translation before it is refused
 
 
-def _searched_affine(fixed, moving, iterations, resolutions, fixed_mask, moving_mask, threads):
+def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mask, moving_mask,
+                     threads: int | None):
+    """``elastix_affine`` with ``initialization="search"``: an ITK transform, fixed -> moving.
+
+    Returns an ``itk.AffineTransform[itk.D, 3]`` when elastix gives a plausible affine that
+    overlays the images at least as well as the translation, else the search's
+    ``itk.TranslationTransform[itk.D, 3]`` (with a logged warning saying why).
+    """
     from .prealign import (
         affine_from_matrix,
         alignment_score,
@@ -255,8 +262,11 @@ def _searched_affine(fixed, moving, iterations, resolutions, fixed_mask, moving_
         plausible_affine,
         search_translation,
     )
+    from .space import check_image
     from .transforms import linear_parts
 
+    check_image(fixed, "fixed image")
+    check_image(moving, "moving image")
     coarse_fixed = coarse_image(fixed, SEARCH_SPACING_MM, "fixed image")
     search = search_translation(fixed, moving, SEARCH_SPACING_MM, coarse_fixed=coarse_fixed)
     translation = search.translation_mm
@@ -285,10 +295,10 @@ def _searched_affine(fixed, moving, iterations, resolutions, fixed_mask, moving_
                                           shifted_mask,
                                           threads, centre_start=False)
             matrix, offset = linear_parts(forward)
-    except Exception as error:  # elastix reports failures as RuntimeError with its log
+    except RuntimeError as error:  # elastix reports its failures as RuntimeError
+        last_line = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         logger.warning("elastix affine failed after the translation search (%s); using the "
-                       "translation (%.1f, %.1f, %.1f) mm", str(error).strip().splitlines()[-1],
-                       *translation)
+                       "translation (%.1f, %.1f, %.1f) mm", last_line, *translation)
         return start
     affine = affine_from_matrix(matrix, offset + translation)
     if not plausible_affine(matrix):
@@ -296,6 +306,9 @@ def _searched_affine(fixed, moving, iterations, resolutions, fixed_mask, moving_
                        "translation", np.round(np.linalg.svd(matrix, compute_uv=False), 2))
         return start
     score = alignment_score(coarse_fixed, moving, affine)
+    # NCC alone: between scans of different extent a good affine often moves part of the
+    # fixed body out of the moving view (a guard on that coverage refused good affines on 4
+    # of 12 head-neck pairs and lowered their mean affine Dice, benchmarks/prealignment.py)
     if score.correlation < start_score.correlation - SCORE_SLACK:
         logger.warning("elastix affine overlays the images worse than the translation (NCC "
                        "%.3f vs %.3f); using the translation", score.correlation,
@@ -313,8 +326,12 @@ def _shifted(image, delta_mm: np.ndarray):
         image, output_origin=[float(v) for v in origin], change_origin=True)
 
 
-def _elastix_affine_run(fixed, moving, iterations, resolutions, fixed_mask, moving_mask,
-                        threads, centre_start: bool, transform: str = "AffineTransform"):
+def _elastix_affine_run(fixed, moving, iterations: int, resolutions: int, fixed_mask,
+                        moving_mask, threads: int | None, centre_start: bool,
+                        transform: str = "AffineTransform"):
+    """One elastix run of ``transform`` (its default affine map otherwise); returns the ITK
+    transform mapping ``fixed`` points to ``moving`` points. ``centre_start``: elastix's
+    geometric-centre initialisation, else it starts from the identity."""
     parameter_object = itk.ParameterObject.New()
     params = parameter_object.GetDefaultParameterMap("affine", resolutions)
     params["Transform"] = [transform]

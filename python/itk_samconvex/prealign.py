@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import itk
 import numpy as np
+import scipy.fft
 
 from .errors import InputError
 from .space import Grid, antialias, as_float_image, check_image, foreground_box, sample_image
@@ -123,46 +124,70 @@ def coarse_image(image, spacing_mm: float, name: str) -> CoarseImage:
     return CoarseImage(grid, clipped, inside, body)
 
 
-def _correlate(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``c[d] = sum_i a[i] * b[i + d]`` for every shift d, circularly indexed on ``shape``.
+class _Correlator:
+    """``c[d] = sum_i a[i] * b[i + d]`` for every shift d of a fixed- and a moving-grid array.
 
-    ``shape`` is at least ``a.shape + b.shape - 1`` per axis so that no shift wraps onto
-    another; shift d sits at index ``d mod shape``.
+    The circular shift grid has at least ``A_f + A_m - 1`` entries per axis (rounded up to a
+    fast FFT length), so no two shifts share an index; shift d sits at index ``d mod N``.
+    Forward transforms are cached by the identity of the array passed in; the cache holds a
+    reference to each array, so an identity is never reused while its entry lives.
     """
-    axes = tuple(range(a.ndim))
-    fa = np.fft.rfftn(a, shape, axes=axes)
-    fb = np.fft.rfftn(b, shape, axes=axes)
-    return np.fft.irfftn(np.conj(fa) * fb, shape, axes=axes)
+
+    def __init__(self, fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...]):
+        self.shape = tuple(int(scipy.fft.next_fast_len(a + b - 1, real=True))
+                           for a, b in zip(fixed_shape, moving_shape, strict=True))
+        self._axes = tuple(range(len(self.shape)))
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _spectrum(self, array: np.ndarray) -> np.ndarray:
+        key = id(array)
+        if key not in self._cache:
+            self._cache[key] = (array, scipy.fft.rfftn(array, self.shape, axes=self._axes))
+        return self._cache[key][1]
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        product = np.conj(self._spectrum(a)) * self._spectrum(b)
+        return scipy.fft.irfftn(product, self.shape, axes=self._axes)
+
+    def signed_shift(self, index: tuple[int, ...], fixed_shape: tuple[int, ...]) -> np.ndarray:
+        """The shift d (array order) stored at circular ``index``."""
+        return np.array([b if b < n - (a - 1) else b - n
+                         for b, n, a in zip(index, self.shape, fixed_shape, strict=True)],
+                        dtype=np.float64)
+
+
+MIN_VARIANCE_HU2 = 1.0  # per-voxel variance below which an overlap carries no pattern
 
 
 def shift_scores(fixed: CoarseImage, moving: CoarseImage,
-                 min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
+                 min_overlap: float) -> tuple[np.ndarray, np.ndarray, _Correlator]:
     """NCC and relative body overlap for every integer shift of ``moving`` against ``fixed``.
 
     Shift ``d`` (array order z, y, x) pairs fixed voxel ``i`` with moving voxel ``i + d``.
-    Returns two arrays on the circular shift grid: NCC (``-inf`` where the bodies overlap by
-    less than ``min_overlap`` of the smaller body or fewer than 8 voxels share the field of
-    view) and the body overlap fraction.
+    Returns the NCC (``-inf`` where the bodies overlap by less than ``min_overlap`` of the
+    smaller body, fewer than 8 voxels share the field of view, or either side is flat) and
+    the body overlap fraction, both on the circular shift grid of the returned correlator.
     """
-    shape = tuple(int(a + b - 1) for a, b in zip(fixed.values.shape, moving.values.shape,
-                                                 strict=True))
-    f, fv, m, mv = fixed.values, fixed.inside, moving.values, moving.inside
-    count = _correlate(fv, mv, shape)
-    sum_f = _correlate(f, mv, shape)
-    sum_m = _correlate(fv, m, shape)
-    sum_ff = _correlate(f * f, mv, shape)
-    sum_mm = _correlate(fv, m * m, shape)
-    sum_fm = _correlate(f, m, shape)
-    bodies = _correlate(fixed.body, moving.body, shape)
+    correlate = _Correlator(fixed.values.shape, moving.values.shape)
+    # centring on the window's middle changes no NCC and shrinks FFT round-off
+    middle = 0.5 * sum(INTENSITY_RANGE_HU)
+    f, fv = (fixed.values - middle) * fixed.inside, fixed.inside
+    m, mv = (moving.values - middle) * moving.inside, moving.inside
+    count = np.rint(correlate(fv, mv))
+    sum_f, sum_m = correlate(f, mv), correlate(fv, m)
+    sum_ff, sum_mm = correlate(f * f, mv), correlate(fv, m * m)
+    sum_fm = correlate(f, m)
+    bodies = np.rint(correlate(fixed.body, moving.body))
     smaller_body = max(min(fixed.body.sum(), moving.body.sum()), 1.0)
     overlap = bodies / smaller_body
     safe = np.maximum(count, 1.0)
     covariance = sum_fm - sum_f * sum_m / safe
-    var_f = np.maximum(sum_ff - sum_f**2 / safe, 0.0)
-    var_m = np.maximum(sum_mm - sum_m**2 / safe, 0.0)
-    ncc = covariance / np.sqrt(np.maximum(var_f * var_m, 1e-12))
-    allowed = (overlap >= min_overlap) & (count >= 8.0)
-    return np.where(allowed, ncc, -np.inf), overlap
+    var_f = sum_ff - sum_f**2 / safe
+    var_m = sum_mm - sum_m**2 / safe
+    patterned = (var_f > MIN_VARIANCE_HU2 * safe) & (var_m > MIN_VARIANCE_HU2 * safe)
+    ncc = np.clip(covariance / np.sqrt(np.maximum(var_f * var_m, 1e-12)), -1.0, 1.0)
+    allowed = (overlap >= min_overlap) & (count >= 8.0) & patterned
+    return np.where(allowed, ncc, -np.inf), overlap, correlate
 
 
 def search_translation(fixed, moving, spacing_mm: float = 6.0, min_overlap: float = 0.5,
@@ -186,25 +211,24 @@ def search_translation(fixed, moving, spacing_mm: float = 6.0, min_overlap: floa
     check_image(fixed, "fixed image")
     check_image(moving, "moving image")
     if not (0.0 < min_overlap <= 1.0):
-        raise InputError(f"min_overlap must be in (0, 1]; got {min_overlap}.")
+        raise InputError("min_overlap (least overlapping body volume, as a fraction of the "
+                         f"smaller body) must be in (0, 1]; got {min_overlap}.")
     if coarse_fixed is None:
         coarse_fixed = coarse_image(fixed, spacing_mm, "fixed image")
     elif not np.allclose(coarse_fixed.grid.spacing, spacing_mm):
         raise InputError(f"coarse_fixed has spacing {coarse_fixed.grid.spacing[0]} mm; the "
                          f"search runs at {spacing_mm} mm. Build it with the same spacing.")
     coarse_moving = coarse_image(moving, spacing_mm, "moving image")
-    ncc, overlap = shift_scores(coarse_fixed, coarse_moving, min_overlap)
+    ncc, overlap, correlate = shift_scores(coarse_fixed, coarse_moving, min_overlap)
     best = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
     if not np.isfinite(ncc[best]):
         raise InputError(
             "no translation overlays the moving body on the fixed body by "
-            f"{min_overlap:.0%} of the smaller body; the images may not show the same "
-            "anatomy. Pass an initial transform or lower min_overlap."
+            f"{min_overlap:.0%} of the smaller body volume; the images may not show the same "
+            "anatomy. Pass an initial transform, lower min_overlap, or use "
+            'elastix_affine(..., initialization="geometric-centre").'
         )
-    # circular index -> signed shift (z, y, x); shifts run from -(A_f - 1) to A_m - 1
-    fixed_shape = coarse_fixed.values.shape
-    shift_zyx = np.array([b if b < ncc.shape[a] - (fixed_shape[a] - 1) else b - ncc.shape[a]
-                          for a, b in enumerate(best)], dtype=np.float64)
+    shift_zyx = correlate.signed_shift(best, coarse_fixed.values.shape)
     # fixed voxel i (origin o_f) pairs with moving voxel i + d: x + t = o_m + s (i + d)
     translation = (np.asarray(coarse_moving.grid.origin) - np.asarray(coarse_fixed.grid.origin)
                    + spacing_mm * shift_zyx[::-1])
