@@ -261,6 +261,7 @@ def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mas
         coarse_image,
         plausible_affine,
         search_translation,
+        smoothed_for,
     )
     from .space import check_image
     from .transforms import linear_parts
@@ -271,7 +272,8 @@ def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mas
     search = search_translation(fixed, moving, SEARCH_SPACING_MM, coarse_fixed=coarse_fixed)
     translation = search.translation_mm
     start = search.transform()
-    start_score = alignment_score(coarse_fixed, moving, start)
+    moving_smooth = smoothed_for(coarse_fixed, moving)  # shared by both scores below
+    start_score = alignment_score(coarse_fixed, moving_smooth, start)
     # the moving image moved by -t: elastix then starts from the identity
     shifted = _shifted(moving, -translation)
     shifted_mask = None if moving_mask is None else _shifted(moving_mask, -translation)
@@ -284,16 +286,14 @@ def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mas
                         "moving to fixed (similarity) and inverting",
                         100 * start_score.fixed_body_covered)
             backward = _elastix_affine_run(shifted, fixed, iterations, resolutions,
-                                           shifted_mask,
-                                           fixed_mask, threads, centre_start=False,
-                                           transform="SimilarityTransform")
+                                           shifted_mask, fixed_mask, threads,
+                                           centre_start=False, transform="SimilarityTransform")
             m_back, t_back = linear_parts(backward)
             matrix = np.linalg.inv(m_back)
             offset = -matrix @ t_back
         else:
             forward = _elastix_affine_run(fixed, shifted, iterations, resolutions, fixed_mask,
-                                          shifted_mask,
-                                          threads, centre_start=False)
+                                          shifted_mask, threads, centre_start=False)
             matrix, offset = linear_parts(forward)
     except RuntimeError as error:  # elastix reports its failures as RuntimeError
         last_line = (str(error).strip().splitlines() or [type(error).__name__])[-1]
@@ -305,7 +305,7 @@ def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mas
         logger.warning("elastix affine is implausible (singular values %s); using the "
                        "translation", np.round(np.linalg.svd(matrix, compute_uv=False), 2))
         return start
-    score = alignment_score(coarse_fixed, moving, affine)
+    score = alignment_score(coarse_fixed, moving_smooth, affine)
     # NCC alone: between scans of different extent a good affine often moves part of the
     # fixed body out of the moving view (a guard on that coverage refused good affines on 4
     # of 12 head-neck pairs and lowered their mean affine Dice, benchmarks/prealignment.py)

@@ -252,10 +252,18 @@ class AlignmentScore:
     fixed_body_covered: float
 
 
-def alignment_score(fixed: CoarseImage, moving, transform) -> AlignmentScore:
-    """Score ``transform`` (fixed -> moving points) on the fixed image's coarse grid."""
-    smooth = antialias(as_float_image(moving), fixed.grid.spacing[0])
-    values, inside = sample_image(smooth, fixed.grid, transform)
+def smoothed_for(coarse: CoarseImage, image):
+    """``image`` low-pass filtered for sampling onto ``coarse``'s grid (``alignment_score``)."""
+    return antialias(as_float_image(image), coarse.grid.spacing[0])
+
+
+def alignment_score(fixed: CoarseImage, moving_smooth, transform) -> AlignmentScore:
+    """Score ``transform`` (fixed -> moving points) on the fixed image's coarse grid.
+
+    ``moving_smooth`` is ``smoothed_for(fixed, moving)``, computed once per moving image
+    for all the transforms scored against it.
+    """
+    values, inside = sample_image(moving_smooth, fixed.grid, transform)
     both = (inside.double().numpy() * fixed.inside) > 0
     body = fixed.body > 0
     covered = float((both & body).sum() / max(body.sum(), 1))
