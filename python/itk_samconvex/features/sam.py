@@ -34,6 +34,7 @@ Tensor = torch.Tensor
 logger = logging.getLogger(__name__)
 
 PUBLISHED_WIDTH = 64
+PUBLISHED_INPUT_SPACING_MM = 2.0
 LOCAL_STRIDE = (2, 2, 2)
 GLOBAL_STRIDE = (4, 16, 16)
 # Centres of output voxel 0 in input voxels: z comes from a 2x1x1 max-pool (first pair of
@@ -124,10 +125,14 @@ class FPN3d(nn.Module):
 class SAMNetwork(nn.Module):
     """SAM: backbone + neck (local embedding) + read-out head (global embedding)."""
 
-    def __init__(self, width: int = PUBLISHED_WIDTH) -> None:
+    def __init__(self, width: int = PUBLISHED_WIDTH,
+                 input_spacing_mm: float = PUBLISHED_INPUT_SPACING_MM) -> None:
         super().__init__()
         self.width = width
         self.embedding_dim = 2 * width
+        # the isotropic spacing the network was trained on (an inference convention, kept in
+        # the checkpoint's meta; the published weights use 2 mm)
+        self.input_spacing_mm = float(input_spacing_mm)
         self.backbone = ResNet3d18(width)
         self.neck = FPN3d([width, 2 * width, 4 * width], 2 * width)
         self.read_out_head = FPN3d([8 * width], 2 * width)

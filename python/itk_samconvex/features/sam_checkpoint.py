@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .sam import PUBLISHED_WIDTH, SAMNetwork
+from .sam import PUBLISHED_INPUT_SPACING_MM, PUBLISHED_WIDTH, SAMNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ def load_sam(path: str | os.PathLike | None = None) -> SAMNetwork:
     resolved = resolve_checkpoint_path(path)
     state, meta = read_state_dict(resolved)
     width = infer_width(state, meta)
-    network = SAMNetwork(width)
+    spacing = float((meta.get("architecture") or {}).get("input_spacing_mm",
+                                                         PUBLISHED_INPUT_SPACING_MM))
+    network = SAMNetwork(width, spacing)
     expected = network.state_dict()
     diff = layout_diff(state, expected)
     if diff:
@@ -138,7 +140,8 @@ def save_sam(network: SAMNetwork, path: str | os.PathLike,
 
     meta = dict(meta or {})
     meta["architecture"] = {"name": "sam_r18_i3d_fpn", "width": network.width,
-                            "embedding_dim": network.embedding_dim}
+                            "embedding_dim": network.embedding_dim,
+                            "input_spacing_mm": network.input_spacing_mm}
     payload = {"state_dict": network.state_dict(), "meta": meta, **extra}
     path = Path(path)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -9,7 +9,7 @@ go into a cross-entropy with the positive as the target, in both directions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,18 @@ class LossSettings:
     global_hard: int = 250
     global_negatives: int = 200
     global_batch_negatives: int = 300
+
+    def scaled(self, factor: float) -> LossSettings:
+        """The same recipe for a network fed at ``factor`` times the published 2 mm: every
+        radius in mm grows with the embedding grids, so the same neighbours pair up."""
+        return replace(
+            self,
+            local_positive_mm=self.local_positive_mm * factor,
+            local_ignore_mm=self.local_ignore_mm * factor,
+            global_positive_mm=self.global_positive_mm * factor,
+            global_ignore_mm=self.global_ignore_mm * factor,
+            global_z_mm=(self.global_z_mm[0] * factor, self.global_z_mm[1] * factor),
+        )
 
 
 def nearest_partner(positions: Tensor, corner: Tensor, spacing: Tensor, stride, offset,

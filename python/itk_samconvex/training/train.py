@@ -48,7 +48,11 @@ class TrainSettings:
     """Training parameters; defaults are the published recipe (width 64, 32x96x96 views)."""
 
     width: int = PUBLISHED_WIDTH
-    patch: tuple[int, int, int] = (32, 96, 96)  # z, y, x voxels at ~2 mm
+    patch: tuple[int, int, int] = (32, 96, 96)  # z, y, x voxels at ~input_spacing_mm
+    # isotropic spacing the network is fed (published: 2 mm); the loss radii in mm scale
+    # with it (LossSettings.scaled), so the recipe is the same in voxels
+    input_spacing_mm: float = 2.0
+    split: str | None = None  # corpus.json split to train on (None: every CT found)
     volumes_per_step: int = 3
     iterations: int = 20000
     learning_rate: float = 0.02
@@ -63,6 +67,7 @@ class TrainSettings:
     hard_mining_start: int = 2000
     seed: int = 0
     checkpoint_every: int = 50
+    snapshot_every: int | None = None  # also keep ``out`` as ``<stem>.iterN<suffix>`` every N
     time_budget_s: float | None = None
     loss: LossSettings = field(default_factory=LossSettings)
 
@@ -148,10 +153,36 @@ def _load_resume(path: Path, network: SAMNetwork, optimizer: torch.optim.Optimiz
     if width != settings.width:
         raise InputError(f"{path} holds a width-{width} SAM; resume with --width {width} or "
                          "choose another --out.")
+    spacing = meta.get("architecture", {}).get("input_spacing_mm", 2.0)
+    if float(spacing) != settings.input_spacing_mm:
+        raise InputError(f"{path} was trained at --input-spacing {spacing}; resume with that "
+                         "spacing or choose another --out.")
     network.load_state_dict(state["state_dict"])
     if "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     return int(meta.get("iteration", 0)), list(meta.get("loss_log", [])), state.get("rng")
+
+
+def training_files(ct_dir: str | Path, split: str | None) -> list[Path]:
+    """CT files to train on: all under ``ct_dir``, or one split of its ``corpus.json``.
+
+    ``corpus.json`` (as in ``shared/data/corpus/openkbp``) lists ``volumes`` with ``ct`` (a
+    file name relative to ``ct_dir``) and ``split``.
+    """
+    if split is None:
+        return find_ct_files(ct_dir)
+    import json
+
+    index = Path(ct_dir) / "corpus.json"
+    if not index.is_file():
+        raise InputError(f"--split {split} needs {index} (a corpus index with 'volumes', each "
+                         "with 'ct' and 'split'); drop --split to train on every CT found.")
+    entries = json.loads(index.read_text(encoding="utf-8")).get("volumes", [])
+    files = [Path(ct_dir) / e["ct"] for e in entries if e.get("split") == split]
+    if not files:
+        splits = sorted({str(e.get("split")) for e in entries})
+        raise InputError(f"{index} has no volume in split {split!r}; its splits are {splits}.")
+    return files
 
 
 def train_sam(ct_dir: str | Path, out: str | Path, settings: TrainSettings | None = None,
@@ -160,13 +191,16 @@ def train_sam(ct_dir: str | Path, out: str | Path, settings: TrainSettings | Non
     settings = settings or TrainSettings()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    volumes: list[Volume] = [v for p in find_ct_files(ct_dir) if (v := load_volume(p))]
+    volumes: list[Volume] = [
+        v for p in training_files(ct_dir, settings.split)
+        if (v := load_volume(p, spacing_mm=settings.input_spacing_mm))
+    ]
     if not volumes:
         raise InputError(f"no CT volume found under {ct_dir} (images with HU values); point "
                          "CT_DIR at a folder of CT scans.")
     logger.info("training SAM width %d on %d volumes", settings.width, len(volumes))
     torch.manual_seed(settings.seed)
-    network = SAMNetwork(settings.width).train()
+    network = SAMNetwork(settings.width, settings.input_spacing_mm).train()
     optimizer = torch.optim.SGD(network.parameters(), lr=settings.learning_rate,
                                 momentum=settings.momentum, weight_decay=settings.weight_decay)
     start, log, rng_state = 0, [], None
@@ -210,12 +244,16 @@ def train_sam(ct_dir: str | Path, out: str | Path, settings: TrainSettings | Non
                     "seconds": time.perf_counter() - began})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         done = iteration + 1
         budget_over = (settings.time_budget_s is not None
                        and time.perf_counter() - began > settings.time_budget_s)
         if done % settings.checkpoint_every == 0 or done == settings.iterations or budget_over:
             save(done)
+        if settings.snapshot_every and done % settings.snapshot_every == 0:
+            save_sam(network, out.with_name(f"{out.stem}.iter{done}{out.suffix}"),
+                     {"iteration": done, "seed": settings.seed,
+                      "settings": _settings_dict(settings)})
         if budget_over:
             logger.info("time budget reached at iteration %d", done)
             break
@@ -267,6 +305,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="iterations with random negatives before hard-negative mining")
     parser.add_argument("--cpu-loss", action="store_true",
                         help="smaller negative counts (fits CPU training)")
+    parser.add_argument("--input-spacing", type=float, default=2.0, metavar="MM",
+                        help="isotropic spacing the network is fed (published: 2 mm); the "
+                             "loss radii scale with it")
+    parser.add_argument("--snapshot-every", type=int, default=None, metavar="N",
+                        help="also keep a copy of the weights every N iterations (for choosing "
+                             "one on validation data)")
+    parser.add_argument("--split", default=None,
+                        help="train on this split of CT_DIR/corpus.json only (e.g. train)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -277,8 +323,11 @@ def run(args: argparse.Namespace) -> int:
         loss = dataclasses.replace(loss, local_queries=50, local_hard=500, local_negatives=128,
                                    global_hard=100, global_negatives=64,
                                    global_batch_negatives=100)
+    loss = loss.scaled(args.input_spacing / 2.0)
     settings = TrainSettings(
         width=args.width, patch=tuple(args.patch), volumes_per_step=args.volumes_per_step,
+        input_spacing_mm=args.input_spacing, split=args.split,
+        snapshot_every=args.snapshot_every,
         iterations=args.iterations, learning_rate=args.learning_rate, seed=args.seed,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60.0,
         loss=loss, hard_mining_start=args.hard_mining_start,

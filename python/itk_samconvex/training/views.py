@@ -1,7 +1,8 @@
 """Training data for SAM: CT volumes on a 2 mm grid and pairs of randomly scaled views.
 
-A *view* is an axis-aligned crop of a volume resampled at spacing ``2 mm * s`` (s drawn per
-view in [0.8, 1.2]); its voxel (k, j, i) sits at the physical position
+A *view* is an axis-aligned crop of a volume resampled at spacing ``b * s``, where ``b`` is the
+network's input spacing (2 mm as published; the volume's own grid) and ``s`` is drawn per view
+in [0.8, 1.2]; its voxel (k, j, i) sits at the physical position
 ``corner + spacing * (k, j, i)`` (mm, volume frame, z first), which is what defines the
 correspondences between two views of the same volume (notes/algorithm.md §3).
 """
@@ -26,19 +27,21 @@ BASE_SPACING_MM = 2.0
 
 @dataclass
 class Volume:
-    """A CT volume on an isotropic 2 mm grid, cropped to the body.
+    """A CT volume on an isotropic grid, cropped to the body.
 
     Attributes:
         hu: (Z, Y, X) float32 Hounsfield units.
         name: file name (for logs).
+        spacing_mm: the grid's spacing (the network's input spacing).
     """
 
     hu: torch.Tensor
     name: str
+    spacing_mm: float = BASE_SPACING_MM
 
     @property
     def extent_mm(self) -> np.ndarray:
-        return (np.asarray(self.hu.shape) - 1) * BASE_SPACING_MM
+        return (np.asarray(self.hu.shape) - 1) * self.spacing_mm
 
 
 def find_ct_files(folder: str | Path) -> list[Path]:
@@ -50,8 +53,9 @@ def find_ct_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.name.lower().endswith(IMAGE_SUFFIXES))
 
 
-def load_volume(path: Path, min_size_mm: float = 60.0) -> Volume | None:
-    """Read, resample to 2 mm (linear, anti-aliased), crop to the body; None if not CT."""
+def load_volume(path: Path, min_size_mm: float = 60.0,
+                spacing_mm: float = BASE_SPACING_MM) -> Volume | None:
+    """Read, resample to ``spacing_mm`` (linear, anti-aliased), crop to the body; None if not CT."""
     import itk
 
     from ..space import antialias, check_image, foreground_box, sample_image, working_grid
@@ -67,12 +71,12 @@ def load_volume(path: Path, min_size_mm: float = 60.0) -> Volume | None:
         logger.info("skipping %s: not a CT in Hounsfield units (a label map or mask?)", path)
         return None
     box = foreground_box(image, grid, -500.0, 8.0)
-    target = working_grid(grid, BASE_SPACING_MM, 1, box)
-    hu, _ = sample_image(antialias(image, BASE_SPACING_MM), target)
-    if min(target.size) * BASE_SPACING_MM < min_size_mm:
+    target = working_grid(grid, spacing_mm, 1, box)
+    hu, _ = sample_image(antialias(image, spacing_mm), target)
+    if min(target.size) * spacing_mm < min_size_mm:
         logger.info("skipping %s: body smaller than %g mm", path, min_size_mm)
         return None
-    return Volume(hu.contiguous(), path.name)
+    return Volume(hu.contiguous(), path.name, spacing_mm)
 
 
 @dataclass
@@ -100,10 +104,10 @@ def sample_view_pair(volume: Volume, shape: tuple[int, int, int], rng: np.random
     """
     extent = volume.extent_mm
     scales = rng.uniform(*scale_range, size=2)
-    spacings = BASE_SPACING_MM * scales
+    spacings = volume.spacing_mm * scales
     sizes = np.asarray(shape, dtype=np.float64)[None] * spacings[:, None]  # (2, 3) mm
     overlap = rng.random() < overlap_probability
-    minimum = np.array([5.0, 20.0, 20.0]) * BASE_SPACING_MM
+    minimum = np.array([5.0, 20.0, 20.0]) * volume.spacing_mm
     corners = np.zeros((2, 3))
     for axis in range(3):
         room0 = extent[axis] - sizes[0, axis]
@@ -115,15 +119,17 @@ def sample_view_pair(volume: Volume, shape: tuple[int, int, int], rng: np.random
         else:
             room1 = extent[axis] - sizes[1, axis]
             corners[1, axis] = rng.uniform(min(0.0, room1), max(0.0, room1))
-    images = torch.stack([_resample(volume.hu, corners[v], spacings[v], shape) for v in (0, 1)])
+    images = torch.stack([_resample(volume.hu, volume.spacing_mm, corners[v], spacings[v], shape)
+                          for v in (0, 1)])
     return ViewPair(images[:, None], torch.as_tensor(corners, dtype=torch.float32),
                     torch.as_tensor(spacings, dtype=torch.float32))
 
 
-def _resample(hu: torch.Tensor, corner: np.ndarray, spacing: float,
+def _resample(hu: torch.Tensor, grid_mm: float, corner: np.ndarray, spacing: float,
               shape: tuple[int, int, int]) -> torch.Tensor:
-    """Trilinear sample of ``hu`` (2 mm grid) at ``corner + spacing * index``; air outside."""
-    axes = [torch.as_tensor((corner[a] + spacing * np.arange(shape[a])) / BASE_SPACING_MM,
+    """Trilinear sample of ``hu`` (grid spacing ``grid_mm``) at ``corner + spacing * index``;
+    air outside."""
+    axes = [torch.as_tensor((corner[a] + spacing * np.arange(shape[a])) / grid_mm,
                             dtype=torch.float32) for a in range(3)]
     zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
     size = torch.tensor(hu.shape, dtype=torch.float32)
