@@ -123,8 +123,8 @@ def same_grid(a, b, tolerance: float = 1e-4) -> bool:
 
 def _field_on_fixed_grid(field_image, fixed) -> np.ndarray:
     """A displacement-field image as (Z, Y, X, 3) float32 on the fixed grid (resampled if not)."""
-    from itk_samconvex.space import Grid
-    from itk_samconvex.transforms import dense_field_of, displacement_transform
+    from itk_samconvex.edge.space import Grid
+    from itk_samconvex.edge.transforms import dense_field_of, displacement_transform
 
     grid, target = Grid.of(field_image), Grid.of(fixed)
     array = _array(field_image)
@@ -163,7 +163,7 @@ class Adapter:
 
     def warm_up(self) -> None:
         """A tiny registration so that imports and lazy loading stay out of the timing."""
-        from itk_samconvex.phantom import make_phantom_pair
+        from itk_samconvex.apps.phantom import make_phantom_pair
 
         pair = make_phantom_pair(size=self.warm_up_size, spacing=(self.warm_up_spacing_mm,) * 3)
         with tempfile.TemporaryDirectory(prefix="bench-warmup-") as scratch:
@@ -204,7 +204,7 @@ class Ours(Adapter):
         self.label = f"ours ({preset}{', no IO' if not instance_optimization else ''})"
 
     def config(self):
-        from itk_samconvex.config import preset_config
+        from itk_samconvex.solver.config import preset_config
 
         extra: dict[str, Any] = {"device": "cpu", **self.overrides}
         if self.threads:
@@ -220,7 +220,7 @@ class Ours(Adapter):
         return inputs, self.config()
 
     def run(self, prepared: Any) -> Any:
-        from itk_samconvex.registration import register
+        from itk_samconvex.edge.registration import register
 
         inputs, config = prepared
         return register(inputs.fixed, inputs.moving, config, initial_transform=inputs.affine)
@@ -442,8 +442,8 @@ class AntsSyN(Adapter):
     def to_field(self, native: Any, inputs: PairInputs) -> np.ndarray:
         import itk
 
-        from itk_samconvex.space import Grid
-        from itk_samconvex.transforms import (
+        from itk_samconvex.edge.space import Grid
+        from itk_samconvex.edge.transforms import (
             dense_field_of,
             displacement_transform,
             linear_parts,

@@ -2,7 +2,7 @@
 
 Runs the head-neck pairs of ``../shared/data/MANIFEST.json`` (fixed, moving and both label
 maps; no initial transform unless ``--elastix-affine``) through
-:func:`itk_samconvex.batch.register_many` on a fresh ``LocalCluster`` per setting:
+:func:`itk_samconvex.apps.batch.register_many` on a fresh ``LocalCluster`` per setting:
 
 * 1 worker x ``--cores`` threads, and
 * ``--cores`` workers x 1 thread (default ``--cores 2``: both settings use 2 cores).
@@ -59,8 +59,8 @@ def head_neck_pairs(data: Path, limit: int | None) -> list[dict[str, Any]]:
 def _warm_up() -> float:
     """One tiny registration in this worker (imports, ITK lazy loading); seconds taken."""
     start = time.perf_counter()
-    from itk_samconvex.phantom import make_phantom_pair
-    from itk_samconvex.registration import build_config, register, warp_image
+    from itk_samconvex.apps.phantom import make_phantom_pair
+    from itk_samconvex.edge.registration import build_config, register, warp_image
 
     pair = make_phantom_pair(size=(24, 24, 24), spacing=(10.0, 10.0, 10.0))
     result = register(pair.fixed, pair.moving, build_config("fast", working_spacing_mm=10.0,
@@ -104,7 +104,7 @@ def run_setting(pairs: list[dict[str, Any]], workers: int, threads: int, out: Pa
     """Time one (workers, threads) setting on a fresh local cluster."""
     from distributed import Client, LocalCluster
 
-    from itk_samconvex.batch import RESOURCE, register_many
+    from itk_samconvex.apps.batch import RESOURCE, register_many
 
     env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                            "OPENBLAS_NUM_THREADS")}

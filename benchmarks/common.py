@@ -202,15 +202,15 @@ class Reference:
 
 
 def _linear_or_none(affine: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    from itk_samconvex.transforms import linear_parts
+    from itk_samconvex.edge.transforms import linear_parts
 
     return linear_parts(affine)
 
 
 def total_points(reference: Reference, field_mm: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``A(p + u(p))`` for fixed points ``p`` (N, 3) LPS mm; returns (N, 3) moving points."""
-    from itk_samconvex.metrics import sample_field
-    from itk_samconvex.space import Grid
+    from itk_samconvex.apps.metrics import sample_field
+    from itk_samconvex.edge.space import Grid
 
     grid = Grid.of(reference.fixed)
     shifted = points + sample_field(field_mm, grid.spacing, grid.origin, grid.direction_matrix,
@@ -227,8 +227,8 @@ def warp_labels(reference: Reference, field_mm: np.ndarray) -> np.ndarray:
     import itk
 
     from itk_samconvex import warp_image
-    from itk_samconvex.space import Grid
-    from itk_samconvex.transforms import displacement_transform
+    from itk_samconvex.edge.space import Grid
+    from itk_samconvex.edge.transforms import displacement_transform
 
     composite = itk.CompositeTransform[itk.D, 3].New()
     if reference.affine is not None:
@@ -258,8 +258,8 @@ def score(reference: Reference, field_mm: np.ndarray) -> dict[str, Any]:
     """
     import itk
 
-    from itk_samconvex.metrics import dice_per_label, hd95, jacobian_determinant, jacobian_stats
-    from itk_samconvex.space import Grid
+    from itk_samconvex.apps.metrics import dice_per_label, hd95, jacobian_determinant, jacobian_stats
+    from itk_samconvex.edge.space import Grid
 
     grid = Grid.of(reference.fixed)
     out: dict[str, Any] = {}
@@ -287,7 +287,7 @@ def score(reference: Reference, field_mm: np.ndarray) -> dict[str, Any]:
             raise ValueError("end-point error needs a linear (or no) pre-alignment")
         m, t = parts
         if not (np.allclose(m, np.eye(3)) and np.allclose(t, 0.0)):
-            from itk_samconvex.phantom import grid_points_mm
+            from itk_samconvex.apps.phantom import grid_points_mm
 
             x = grid_points_mm(grid)
             total = (x + total) @ m.T + t - x

@@ -52,7 +52,7 @@ def _warm_up(method: str, preset: str) -> None:
     import itk
     import torch
 
-    from itk_samconvex.phantom import make_phantom_pair
+    from itk_samconvex.apps.phantom import make_phantom_pair
 
     pair = make_phantom_pair(size=(40, 36, 32), spacing=(8.0, 8.0, 8.0))
     if method == "samconvex":
@@ -130,9 +130,9 @@ def score(fixed, fixed_labels, moving_labels, affine, field_mm: np.ndarray, labe
     import itk
 
     from itk_samconvex import warp_image
-    from itk_samconvex.metrics import dice_per_label, jacobian_determinant, jacobian_stats
-    from itk_samconvex.space import Grid
-    from itk_samconvex.transforms import displacement_transform
+    from itk_samconvex.apps.metrics import dice_per_label, jacobian_determinant, jacobian_stats
+    from itk_samconvex.edge.space import Grid
+    from itk_samconvex.edge.transforms import displacement_transform
 
     grid = Grid.of(fixed)
     composite = itk.CompositeTransform[itk.D, 3].New()
@@ -164,8 +164,8 @@ def main(argv=None) -> int:
     import itk
 
     from itk_samconvex import warp_image
-    from itk_samconvex.elastix import elastix_affine
-    from itk_samconvex.metrics import dice_per_label
+    from itk_samconvex.edge.elastix import elastix_affine
+    from itk_samconvex.apps.metrics import dice_per_label
 
     manifest = json.loads((args.data / "MANIFEST.json").read_text())
     cases = [c for c in manifest["cases"] if c["kind"] == "headneck"]

@@ -1,9 +1,9 @@
 """Affine pre-alignment: elastix from the geometric centres vs from the translation search.
 
 For every manifest case whose images come from different scanner frames (every kind but
-``lung``), runs ``itk_samconvex.elastix.elastix_affine`` with ``initialization="geometric-
+``lung``), runs ``itk_samconvex.edge.elastix.elastix_affine`` with ``initialization="geometric-
 centre"`` (elastix's own start, the earlier default) and ``"search"`` (the translation search
-of ``itk_samconvex.prealign`` first), and scores the affine alone: mean Dice of the moving
+of ``itk_samconvex.edge.prealign`` first), and scores the affine alone: mean Dice of the moving
 labels warped through it (nearest neighbour), and the wall time. A failed run is reported
 with its error and scores the identity.
 
@@ -35,7 +35,7 @@ def affine_dice(reference: Reference) -> float:
     like the suite's ``mean_dice``."""
     import itk
 
-    from itk_samconvex.metrics import dice_per_label
+    from itk_samconvex.apps.metrics import dice_per_label
 
     shape = tuple(reference.fixed.GetLargestPossibleRegion().GetSize())[::-1]
     warped = warp_labels(reference, np.zeros((*shape, 3), np.float32))
@@ -48,7 +48,7 @@ def run_case(entry: dict[str, Any], root: Path) -> dict[str, Any]:
     """Both initialisations on one manifest case: time, mean Dice, error."""
     import itk
 
-    from itk_samconvex.elastix import elastix_affine
+    from itk_samconvex.edge.elastix import elastix_affine
 
     fixed = itk.imread(str(root / entry["fixed"]), itk.F)
     moving = itk.imread(str(root / entry["moving"]), itk.F)

@@ -44,12 +44,12 @@ def main(argv=None) -> int:
     import torch
 
     from itk_samconvex import preset_config, register, warp_image
-    from itk_samconvex.elastix import elastix_affine
-    from itk_samconvex.features import make_extractor
-    from itk_samconvex.metrics import dice_per_label, jacobian_determinant, jacobian_stats
-    from itk_samconvex.phantom import make_phantom_pair
-    from itk_samconvex.space import Grid
-    from itk_samconvex.transforms import read_transform, write_transform
+    from itk_samconvex.edge.elastix import elastix_affine
+    from itk_samconvex.solver.features import make_extractor
+    from itk_samconvex.apps.metrics import dice_per_label, jacobian_determinant, jacobian_stats
+    from itk_samconvex.apps.phantom import make_phantom_pair
+    from itk_samconvex.edge.space import Grid
+    from itk_samconvex.edge.transforms import read_transform, write_transform
 
     manifest = json.loads((args.data / "MANIFEST.json").read_text())
     cases = [c for c in manifest["cases"] if c["kind"] == "headneck"]
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                      stats["percent_nonpositive"], seconds, row[name]["features_s"])
         rows.append(row)
     # SAM embedding time for one volume on a typical working grid
-    from itk_samconvex.features.sam import SAMNetwork, embed
+    from itk_samconvex.solver.features.sam import SAMNetwork, embed
 
     shape = tuple(int(v) for v in reversed(rows[0]["sam"]["working_grid"])) if rows else (
         96, 120, 200)

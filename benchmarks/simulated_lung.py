@@ -317,8 +317,8 @@ def simulate_lung_pair(source, seed: int = 0,
     """
     import itk
 
-    from itk_samconvex.metrics import jacobian_determinant
-    from itk_samconvex.space import Grid, scalar_image
+    from itk_samconvex.apps.metrics import jacobian_determinant
+    from itk_samconvex.edge.space import Grid, scalar_image
 
     params = params or SimulationParameters()
     start = time.perf_counter()
@@ -448,7 +448,7 @@ def write_pair(pair: SimulatedLungPair, folder: str | Path) -> Path:
     """Write the pair: images/masks/truth as .nii.gz, landmarks.csv, info.json."""
     import itk
 
-    from itk_samconvex.space import Grid, scalar_image, vector_image
+    from itk_samconvex.edge.space import Grid, scalar_image, vector_image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

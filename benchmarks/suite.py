@@ -11,7 +11,7 @@ Protocol:
 
 1. Pre-alignment, shared by every method: identity for intra-patient pairs from one scanner
    frame (manifest kind ``lung``: two phases of one 4DCT; the simulated pair), otherwise one
-   itk-elastix affine (``itk_samconvex.elastix.elastix_affine``) per case, timed separately
+   itk-elastix affine (``itk_samconvex.edge.elastix.elastix_affine``) per case, timed separately
    (not part of any method's time). If the affine fails, the case runs with the identity
    and the error is reported.
 2. Each method runs all cases in its own fresh process, after one warm-up registration on a
@@ -122,7 +122,7 @@ def _prealign_case(case_id: str, kind: str, fixed, moving, folder: Path,
     """(A or None, its .h5 path or None, info) for one case; the affine is timed here."""
     import itk
 
-    from itk_samconvex.elastix import elastix_affine
+    from itk_samconvex.edge.elastix import elastix_affine
 
     rule = prealignment_rule(kind)
     info: dict[str, Any] = {"prealignment": rule, "affine_seconds": None, "affine_error": None}

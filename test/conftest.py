@@ -19,7 +19,7 @@ from helpers import (
     make_grid,
     rotation,
 )
-from itk_samconvex.space import Grid
+from itk_samconvex.edge.space import Grid
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

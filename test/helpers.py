@@ -7,7 +7,7 @@ import math
 import itk
 import numpy as np
 
-from itk_samconvex.space import Grid, scalar_image
+from itk_samconvex.edge.space import Grid, scalar_image
 
 # An oblique, anisotropic, offset geometry used throughout the physical-space tests.
 OBLIQUE_AXIS = (1.0, 2.0, 3.0)

@@ -20,8 +20,8 @@ import itk
 import numpy as np
 import pytest
 
-from itk_samconvex import batch
-from itk_samconvex.batch import (
+from itk_samconvex.apps import batch
+from itk_samconvex.apps.batch import (
     OUTPUT_FILES,
     TMP_DIR,
     cached_extractor,
@@ -29,12 +29,12 @@ from itk_samconvex.batch import (
     is_complete,
     register_many,
 )
-from itk_samconvex.batch_manifest import ManifestError, load_pairs, read_landmarks
+from itk_samconvex.apps.batch_manifest import ManifestError, load_pairs, read_landmarks
 from itk_samconvex.cli import main
-from itk_samconvex.config import preset_config
+from itk_samconvex.solver.config import preset_config
 from itk_samconvex.errors import InputError, SAMConvexError
-from itk_samconvex.phantom import make_phantom_pair
-from itk_samconvex.space import Grid
+from itk_samconvex.apps.phantom import make_phantom_pair
+from itk_samconvex.edge.space import Grid
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from helpers import rotation
-from itk_samconvex.phantom import centred_grid, grid_points_mm, organ_labels, phantom_hu
-from itk_samconvex.space import Grid, scalar_image
+from itk_samconvex.apps.phantom import centred_grid, grid_points_mm, organ_labels, phantom_hu
+from itk_samconvex.edge.space import Grid, scalar_image
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
@@ -119,7 +119,7 @@ def test_synthetic_pair_is_consistent(synthetic: Synthetic) -> None:
     """The pre-aligned moving image sampled at x + u(x) reproduces the fixed image, and every
     mistaken convention moves the interior mean displacement by more than 4 mm."""
     from itk_samconvex import warp_image
-    from itk_samconvex.space import vector_image
+    from itk_samconvex.edge.space import vector_image
 
     truth_transform = itk.DisplacementFieldTransform[itk.D, 3].New()
     truth_transform.SetDisplacementField(vector_image(synthetic.truth, synthetic.grid, itk.D))
@@ -270,7 +270,7 @@ def simulated(request):
 def test_simulated_lung_truth(simulated) -> None:
     source, pair = simulated
     from itk_samconvex import warp_image
-    from itk_samconvex.space import vector_image
+    from itk_samconvex.edge.space import vector_image
 
     grid = Grid.of(pair.fixed)
     u = pair.truth
@@ -299,7 +299,7 @@ def test_simulated_lung_truth(simulated) -> None:
              for a in (1, 2)]
     assert np.percentile(np.concatenate(jumps), 90) > 5.0
     # positive Jacobian inside each region (away from the surface)
-    from itk_samconvex.metrics import jacobian_determinant
+    from itk_samconvex.apps.metrics import jacobian_determinant
 
     det = jacobian_determinant(u, grid.spacing)
     from scipy import ndimage
@@ -313,7 +313,7 @@ def test_simulated_lung_truth(simulated) -> None:
 @pytest.mark.slow
 def test_simulated_lung_landmarks(simulated) -> None:
     _, pair = simulated
-    from itk_samconvex.metrics import sample_field
+    from itk_samconvex.apps.metrics import sample_field
 
     grid = Grid.of(pair.fixed)
     assert len(pair.fixed_points) == 120

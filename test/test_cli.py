@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from itk_samconvex.cli import main
-from itk_samconvex.phantom import make_phantom_pair
+from itk_samconvex.apps.phantom import make_phantom_pair
 
 QUICK = ["--set", "working_spacing_mm=6.0", "--set", "io_iterations=10", "-q"]
 

@@ -1,4 +1,4 @@
-"""Tests of itk_samconvex.config: presets, TOML round trips, validation messages."""
+"""Tests of itk_samconvex.solver.config: presets, TOML round trips, validation messages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from itk_samconvex.config import (
+from itk_samconvex.solver.config import (
     FEATURES,
     PRESETS,
     LevelConfig,

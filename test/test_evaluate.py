@@ -1,4 +1,4 @@
-"""``itk_samconvex.evaluate`` and ``samconvex evaluate`` against hand-computable cases.
+"""``itk_samconvex.apps.evaluate`` and ``samconvex evaluate`` against hand-computable cases.
 
 Every case uses the oblique (20 deg about (1, 2, 3)), anisotropic (0.7 x 0.7 x 2.5 mm),
 offset grid of the ``oblique_grid`` fixture (24 x 20 x 12 voxels), so that any mix-up of
@@ -18,9 +18,9 @@ import pytest
 from helpers import index_to_point, make_grid, make_image, voxel_points
 from itk_samconvex.cli import main
 from itk_samconvex.errors import InputError
-from itk_samconvex.evaluate import EvaluationResult, evaluate, read_landmarks
-from itk_samconvex.space import Grid, vector_image
-from itk_samconvex.transforms import displacement_transform
+from itk_samconvex.apps.evaluate import EvaluationResult, evaluate, read_landmarks
+from itk_samconvex.edge.space import Grid, vector_image
+from itk_samconvex.edge.transforms import displacement_transform
 
 SHIFT_VOXELS = 2  # moving structures sit 2 voxels further along index axis x
 

@@ -14,16 +14,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from itk_samconvex import export as ex
+from itk_samconvex.apps import export as ex
 from itk_samconvex.cli import main
-from itk_samconvex.config import LevelConfig, preset_config
-from itk_samconvex.convex import coupled_convex
-from itk_samconvex.cost import cost_volume
+from itk_samconvex.solver.config import LevelConfig, preset_config
+from itk_samconvex.solver.convex import coupled_convex
+from itk_samconvex.solver.cost import cost_volume
 from itk_samconvex.errors import InputError
-from itk_samconvex.features import make_extractor, mind_ssc
-from itk_samconvex.instance import instance_optimization
-from itk_samconvex.pyramid import register_tensors
-from itk_samconvex.warp import export_friendly, export_friendly_paths
+from itk_samconvex.solver.features import make_extractor, mind_ssc
+from itk_samconvex.solver.instance import instance_optimization
+from itk_samconvex.solver.pyramid import register_tensors
+from itk_samconvex.solver.warp import export_friendly, export_friendly_paths
 
 
 def smooth_volume(shape, seed=0, channels=1):

@@ -1,4 +1,4 @@
-"""Tests of itk_samconvex.metrics against analytic values and brute-force references."""
+"""Tests of itk_samconvex.apps.metrics against analytic values and brute-force references."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from itk_samconvex import metrics
+from itk_samconvex.apps import metrics
 from itk_samconvex.errors import InputError
-from itk_samconvex.metrics import (
+from itk_samconvex.apps.metrics import (
     dice_per_label,
     hd95,
     jacobian_determinant,

@@ -8,7 +8,7 @@ import itk
 import numpy as np
 import pytest
 
-from itk_samconvex.phantom import (
+from itk_samconvex.apps.phantom import (
     BODY_CENTRE_MM,
     LABELS,
     PhantomPair,
@@ -19,7 +19,7 @@ from itk_samconvex.phantom import (
     organ_labels,
     phantom_hu,
 )
-from itk_samconvex.space import Grid
+from itk_samconvex.edge.space import Grid
 
 SMALL = {"size": (48, 40, 40), "spacing": (6.0, 6.0, 6.0)}
 

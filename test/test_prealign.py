@@ -12,8 +12,8 @@ import pytest
 
 from helpers import OBLIQUE_AXIS, rotation
 from itk_samconvex import InputError
-from itk_samconvex.phantom import centred_grid, grid_points_mm, phantom_hu
-from itk_samconvex.prealign import (
+from itk_samconvex.apps.phantom import centred_grid, grid_points_mm, phantom_hu
+from itk_samconvex.edge.prealign import (
     IDENTITY_DIRECTION,
     CoarseImage,
     affine_from_matrix,
@@ -24,8 +24,8 @@ from itk_samconvex.prealign import (
     shift_scores,
     smoothed_for,
 )
-from itk_samconvex.space import Grid, scalar_image
-from itk_samconvex.transforms import linear_parts
+from itk_samconvex.edge.space import Grid, scalar_image
+from itk_samconvex.edge.transforms import linear_parts
 
 FRAME_SHIFT = np.array([37.0, -52.0, 640.0])  # LPS mm between the two "scanners"
 
@@ -134,7 +134,7 @@ def test_search_initialised_elastix_aligns_a_slab_by_its_inverse_similarity(obli
                                                                              caplog):
     if not hasattr(itk, "ElastixRegistrationMethod"):
         pytest.skip("itk-elastix is not installed")
-    from itk_samconvex.elastix import elastix_affine
+    from itk_samconvex.edge.elastix import elastix_affine
 
     slab = phantom_image((100, 90, 12), (3.5, 3.5, 3.5), centre=(0.0, 0.0, 50.0),
                          shift=FRAME_SHIFT)
@@ -155,7 +155,7 @@ def test_search_initialised_elastix_recovers_a_rotated_scaled_frame(oblique_fixe
     frame shift between them (moving content = A(fixed content))."""
     if not hasattr(itk, "ElastixRegistrationMethod"):
         pytest.skip("itk-elastix is not installed")
-    from itk_samconvex.elastix import elastix_affine
+    from itk_samconvex.edge.elastix import elastix_affine
 
     matrix = rotation((0.2, -0.3, 1.0), 7.0) @ np.diag([1.06, 0.97, 1.02])
     grid = centred_grid((90, 80, 100), (4.0, 4.0, 4.0), centre_mm=FRAME_SHIFT)
@@ -173,7 +173,7 @@ def test_search_initialised_elastix_recovers_a_rotated_scaled_frame(oblique_fixe
 
 
 def test_elastix_affine_refuses_an_unknown_initialization(oblique_fixed):
-    from itk_samconvex.elastix import elastix_affine
+    from itk_samconvex.edge.elastix import elastix_affine
 
     if not hasattr(itk, "ElastixRegistrationMethod"):
         pytest.skip("itk-elastix is not installed")

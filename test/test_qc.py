@@ -8,7 +8,7 @@ import matplotlib.figure
 import numpy as np
 import pytest
 
-from itk_samconvex.qc import qc_figure
+from itk_samconvex.apps.qc import qc_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

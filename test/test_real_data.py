@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from itk_samconvex import register, warp_image
-from itk_samconvex.metrics import dice_per_label, jacobian_determinant, jacobian_stats
-from itk_samconvex.phantom import grid_points_mm
-from itk_samconvex.space import Grid, scalar_image
-from itk_samconvex.transforms import displacement_transform
+from itk_samconvex.apps.metrics import dice_per_label, jacobian_determinant, jacobian_stats
+from itk_samconvex.apps.phantom import grid_points_mm
+from itk_samconvex.edge.space import Grid, scalar_image
+from itk_samconvex.edge.transforms import displacement_transform
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ def manifest(shared_data):
 
 @pytest.mark.parametrize("case_id", FOUR_PAIRS)
 def test_head_neck_pairs_gain_dice_over_the_elastix_affine(shared_data, manifest, case_id):
-    from itk_samconvex.elastix import elastix_affine
+    from itk_samconvex.edge.elastix import elastix_affine
 
     case = manifest[case_id]
 

@@ -17,14 +17,14 @@ from itk_samconvex import (
     samconvex_registration,
     warp_image,
 )
-from itk_samconvex.phantom import (
+from itk_samconvex.apps.phantom import (
     breathing_displacement,
     centred_grid,
     grid_points_mm,
     make_phantom_pair,
     phantom_hu,
 )
-from itk_samconvex.space import Grid, scalar_image
+from itk_samconvex.edge.space import Grid, scalar_image
 
 # A quick configuration for API tests: 4 mm working grid, few IO steps.
 QUICK = {"working_spacing_mm": 4.0, "io_iterations": 20}
@@ -134,7 +134,7 @@ def test_outputs_are_itk_objects_on_the_fixed_grid(pair, result):
 
 
 def test_itk_resampling_with_the_transform_aligns_the_images(pair, result):
-    from itk_samconvex.transforms import displacement_transform
+    from itk_samconvex.edge.transforms import displacement_transform
 
     warped = warp_image(pair.moving, result.transform, pair.fixed)
     before = warp_image(pair.moving, itk.IdentityTransform[itk.D, 3].New(), pair.fixed)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from itk_samconvex import InputError, preset_config, register
-from itk_samconvex.features.sam import SAMNetwork, embed, local_shape
-from itk_samconvex.features.sam_checkpoint import ENV_VAR, load_sam, save_sam
-from itk_samconvex.phantom import make_phantom_pair
+from itk_samconvex.solver.features.sam import SAMNetwork, embed, local_shape
+from itk_samconvex.solver.features.sam_checkpoint import ENV_VAR, load_sam, save_sam
+from itk_samconvex.apps.phantom import make_phantom_pair
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +159,8 @@ def ct_folder(tmp_path_factory):
 
 
 def test_short_training_lowers_the_loss_and_resumes(tmp_path, ct_folder):
-    from itk_samconvex.training.losses import LossSettings
-    from itk_samconvex.training.train import TrainSettings, train_sam
+    from itk_samconvex.apps.training.losses import LossSettings
+    from itk_samconvex.apps.training.train import TrainSettings, train_sam
 
     loss = LossSettings(local_queries=40, local_hard=200, local_negatives=64, global_hard=40,
                         global_negatives=32, global_batch_negatives=32)

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from itk_samconvex.config import LevelConfig, preset_config
-from itk_samconvex.convex import coupled_convex
-from itk_samconvex.cost import cost_volume, label_offsets
-from itk_samconvex.features import MINDExtractor, mind_ssc
-from itk_samconvex.instance import instance_optimization
-from itk_samconvex.pyramid import register_tensors
-from itk_samconvex.warp import warp
+from itk_samconvex.solver.config import LevelConfig, preset_config
+from itk_samconvex.solver.convex import coupled_convex
+from itk_samconvex.solver.cost import cost_volume, label_offsets
+from itk_samconvex.solver.features import MINDExtractor, mind_ssc
+from itk_samconvex.solver.instance import instance_optimization
+from itk_samconvex.solver.pyramid import register_tensors
+from itk_samconvex.solver.warp import warp
 
 
 def smooth_volume(shape, seed=0, scale=4):

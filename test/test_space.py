@@ -1,4 +1,4 @@
-"""Tests of itk_samconvex.space on oblique, anisotropic, offset geometries."""
+"""Tests of itk_samconvex.edge.space on oblique, anisotropic, offset geometries."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from helpers import (
     voxel_points,
 )
 from itk_samconvex.errors import InputError
-from itk_samconvex.space import (
+from itk_samconvex.edge.space import (
     SAMPLING_SLACK,
     Grid,
     check_image,

@@ -1,4 +1,4 @@
-"""Tests of itk_samconvex.transforms and itk_samconvex.elastix.
+"""Tests of itk_samconvex.edge.transforms and itk_samconvex.edge.elastix.
 
 Ground truth is ITK's own point mapping (TransformPoint) and, for elastix files, itk-elastix's
 CombinationTransform (ConvertToItkTransform) or transformix, on tiny oblique images.
@@ -24,10 +24,10 @@ from helpers import (
     transform_point,
     voxel_points,
 )
-from itk_samconvex import elastix
+from itk_samconvex.edge import elastix
 from itk_samconvex.errors import InputError
-from itk_samconvex.space import Grid, index_displacement_matrix, working_grid
-from itk_samconvex.transforms import (
+from itk_samconvex.edge.space import Grid, index_displacement_matrix, working_grid
+from itk_samconvex.edge.transforms import (
     as_transform,
     baked_field,
     dense_field_of,

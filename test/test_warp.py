@@ -1,4 +1,4 @@
-"""Tests of itk_samconvex.warp: box filters, level changes, warping and composition."""
+"""Tests of itk_samconvex.solver.warp: box filters, level changes, warping and composition."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from itk_samconvex.warp import (
+from itk_samconvex.solver.warp import (
     box_smooth,
     box_smooth_adjoint,
     change_level,

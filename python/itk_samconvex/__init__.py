@@ -7,9 +7,9 @@ package directly gives the same objects plus the helpers below.
 
 from __future__ import annotations
 
-from .config import LevelConfig, SAMConvexConfig, preset_config
+from .solver.config import LevelConfig, SAMConvexConfig, preset_config
 from .errors import InputError, ResourceError, SAMConvexError
-from .registration import (
+from .edge.registration import (
     RegistrationResult,
     SAMConvexRegistrationFilter,
     register,
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 def elastix_affine(fixed, moving, **kwargs):
     """Affine pre-alignment with itk-elastix; see :func:`itk_samconvex.elastix.elastix_affine`."""
-    from .elastix import elastix_affine as run
+    from .edge.elastix import elastix_affine as run
 
     return run(fixed, moving, **kwargs)
 

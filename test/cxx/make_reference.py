@@ -1,7 +1,7 @@
 """Inputs and Python reference results for the C++ filter's ctest tests.
 
 ``python make_reference.py --package solver.pt2 --case oblique --out DIR`` builds a phantom
-pair (``itk_samconvex.phantom``: CT-like, with a known breathing-like motion), registers it
+pair (``itk_samconvex.apps.phantom``: CT-like, with a known breathing-like motion), registers it
 with the Python front end using exactly the parameters baked into the package (its
 ``samconvex.config`` metadata), and writes into DIR what the C++ test reads:
 
@@ -33,11 +33,11 @@ from pathlib import Path
 import itk
 import numpy as np
 
-from itk_samconvex.config import SAMConvexConfig
-from itk_samconvex.export import read_metadata
-from itk_samconvex.phantom import make_phantom_pair
-from itk_samconvex.registration import register
-from itk_samconvex.space import Grid, scalar_image
+from itk_samconvex.solver.config import SAMConvexConfig
+from itk_samconvex.apps.export import read_metadata
+from itk_samconvex.apps.phantom import make_phantom_pair
+from itk_samconvex.edge.registration import register
+from itk_samconvex.edge.space import Grid, scalar_image
 
 
 def rotation(axis, degrees: float) -> np.ndarray:

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import SAMConvexConfig, preset_config
-from .errors import InputError
+from ..solver.config import SAMConvexConfig, preset_config
+from ..errors import InputError
 
 #: Keys holding paths, in the order they are reported.
 PATH_KEYS = ("fixed", "moving", "fixed_labels", "moving_labels", "fixed_mask", "moving_mask",
@@ -256,7 +256,7 @@ def parse_cell(text: str) -> Any:
         return False
     if lowered in ("none", "null"):
         return None
-    from .cli import _parse_value
+    from ..cli import _parse_value
 
     return _parse_value(text.strip())
 

@@ -14,7 +14,7 @@ import itk
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 from .space import Grid, field_to_grid, vector_image
 
 Tensor = torch.Tensor

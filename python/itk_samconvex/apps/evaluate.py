@@ -56,7 +56,7 @@ from typing import Any
 import itk
 import numpy as np
 
-from .errors import InputError, SAMConvexError
+from ..errors import InputError, SAMConvexError
 from .metrics import (
     dice_per_label,
     hd95,
@@ -67,7 +67,7 @@ from .metrics import (
     tre,
     tre_identity,
 )
-from .space import Grid, check_image
+from ..edge.space import Grid, check_image
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ class _Mapping:
     def itk_transform(self):
         """A Transform[D, 3] usable by ITK's resampler."""
         if self.transform is None:
-            from .transforms import displacement_transform
+            from ..edge.transforms import displacement_transform
 
             self.transform = displacement_transform(np.asarray(self.field), self.field_grid)
         return self.transform
@@ -396,7 +396,7 @@ def _field_mapping(image, what: str) -> _Mapping:
 
 def _resolve_transform(transform, fixed) -> _Mapping:
     """Interpret the user's ``transform`` argument (object, field image or path)."""
-    from .transforms import as_transform, read_transform
+    from ..edge.transforms import as_transform, read_transform
 
     if transform is None:
         raise InputError("transform is None; pass the registration's transform (fixed -> "
@@ -462,7 +462,7 @@ def _transform_mapping(transform, what: str, prefix: str) -> _Mapping:
 
 def _field_on_grid(mapping: _Mapping, grid: Grid) -> tuple[np.ndarray, str]:
     """``T(x) - x`` (Z, Y, X, 3) LPS mm at the voxels of ``grid``, and how it was obtained."""
-    from .transforms import dense_field_of, linear_parts
+    from ..edge.transforms import dense_field_of, linear_parts
 
     if mapping.field is not None and mapping.field_grid.same_as(grid):
         return mapping.field, "field on the fixed grid"
@@ -748,7 +748,7 @@ def evaluate(
 def _score_labels(result: EvaluationResult, fixed_labels, moving_labels, mapping: _Mapping,
                   labels: Iterable[int] | None) -> None:
     """Dice and HD95 before (identity) and after (the transform), per label."""
-    from .registration import warp_image
+    from ..edge.registration import warp_image
 
     fixed_arr = np.asarray(itk.array_view_from_image(fixed_labels))
     moving_arr = np.asarray(itk.array_view_from_image(moving_labels))

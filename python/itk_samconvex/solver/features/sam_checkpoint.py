@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 from .sam import PUBLISHED_INPUT_SPACING_MM, PUBLISHED_WIDTH, SAMNetwork
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import SAMConvexError
+from ..errors import SAMConvexError
 
 logger = logging.getLogger("itk_samconvex")
 
@@ -25,15 +25,15 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Subcommands implemented in their own modules: each module provides
 # ``add_arguments(parser)`` and ``run(args) -> exit code``.
 PLUGGABLE: list[tuple[str, str, str]] = [
-    ("batch", "batch", "register many pairs from a manifest on Dask (resumable)"),
-    ("evaluate", "evaluate", "score a registration: Dice, HD95, TRE, SDlogJ, folding"),
-    ("train-sam", "training.train", "train the SAM embedding self-supervised on CT images"),
-    ("export", "export", "export the solver as an AOTInductor package for the C++ filter"),
+    ("batch", "itk_samconvex.apps.batch", "register many pairs from a manifest on Dask (resumable)"),
+    ("evaluate", "itk_samconvex.apps.evaluate", "score a registration: Dice, HD95, TRE, SDlogJ, folding"),
+    ("train-sam", "itk_samconvex.apps.training.train", "train the SAM embedding self-supervised on CT images"),
+    ("export", "itk_samconvex.apps.export", "export the solver as an AOTInductor package for the C++ filter"),
 ]
 
 
 def _available(module: str) -> bool:
-    return importlib.util.find_spec(f"{__package__}.{module}") is not None
+    return importlib.util.find_spec(module) is not None
 
 OUTPUT_NAMES = {
     "transform": "transform.h5",
@@ -85,7 +85,7 @@ def parse_assignments(items: list[str], option: str, form: str, example: str,
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .registration import build_config
+    from ..edge.registration import build_config
 
     overrides = parse_assignments(args.set, "--set", "NAME=VALUE", "io_iterations=30",
                                   SAMConvexError)
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         if not _available(module):
             continue
         command = sub.add_parser(name, parents=[common], help=summary, description=summary)
-        importlib.import_module(f".{module}", __package__).add_arguments(command)
+        importlib.import_module(module).add_arguments(command)
 
     cfg = sub.add_parser("config", help="print a preset's parameters as TOML",
                          description="Print the parameters as TOML (edit and pass to --config).")
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__
+        from .. import __version__
 
         print(f"itk-samconvex {__version__}")
         return EXIT_OK
@@ -207,13 +207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args)
     try:
         if args.command == "config":
-            from .config import dumps_toml, preset_config
+            from ..solver.config import dumps_toml, preset_config
 
             sys.stdout.write(dumps_toml(preset_config(args.preset).to_dict()))
             return EXIT_OK
         for name, module, _ in PLUGGABLE:
             if args.command == name:
-                return importlib.import_module(f".{module}", __package__).run(args)
+                return importlib.import_module(module).run(args)
         from .run import run_demo, run_register
 
         if args.command == "register":
@@ -235,7 +235,7 @@ def dump_json(data: dict, path: Path) -> None:
     import os
     import tempfile
 
-    from .transforms import default_file_mode
+    from ..edge.transforms import default_file_mode
 
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
                                      suffix=".json", delete=False, encoding="utf-8") as handle:

@@ -53,10 +53,10 @@ from typing import Any
 
 import torch
 
-from .config import SAMConvexConfig
-from .errors import InputError
-from .features import make_extractor
-from .pyramid import register_tensors
+from ..solver.config import SAMConvexConfig
+from ..errors import InputError
+from ..solver.features import make_extractor
+from ..solver.pyramid import register_tensors
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -166,7 +166,7 @@ def example_inputs(shape: Sequence[int], device: torch.device | str = "cpu", see
 
     fixed = 300.0 * (smooth(4) + smooth(8))
     disp = torch.cat([1.5 * smooth(16), 1.0 * smooth(16), -1.2 * smooth(16)], 1)
-    from .warp import warp
+    from ..solver.warp import warp
 
     moving = warp(fixed, disp) + 5.0 * torch.randn(1, 1, *shape, generator=g)
     fixed_weight = torch.ones(1, 1, *shape)
@@ -262,7 +262,7 @@ def fingerprint(cfg: SAMConvexConfig, device: str, limits: ShapeLimits,
                 compiler_options: dict[str, Any] | None = None) -> str:
     """Hash of what the package depends on: config, solver sources, torch, device, sizes,
     and the AOTInductor options."""
-    from . import __version__
+    from .. import __version__
 
     digest = hashlib.sha256()
     digest.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
@@ -278,7 +278,7 @@ def fingerprint(cfg: SAMConvexConfig, device: str, limits: ShapeLimits,
 def package_metadata(cfg: SAMConvexConfig, device: str, limits: ShapeLimits,
                      compiler_options: dict[str, Any] | None = None) -> dict[str, str]:
     """The string metadata stored in the package (see the module docstring)."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "samconvex.format": FORMAT_VERSION,
@@ -397,7 +397,7 @@ def export_package(
     Returns:
         :class:`ExportReport`.
     """
-    from .registration import resolve_device
+    from ..edge.registration import resolve_device
 
     path = Path(path)
     if path.suffix != ".pt2":
@@ -467,7 +467,7 @@ def export_package(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``samconvex export`` options to ``parser``."""
-    from .cli import _add_registration_options
+    from ..cli import _add_registration_options
 
     parser.description = (
         "Export the registration solver (features, pyramid, convex optimisation, instance "
@@ -503,7 +503,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``samconvex export``: exit code 0 when the package is written."""
-    from .cli import EXIT_OK, _config_from_args, dump_json, parse_assignments
+    from ..cli import EXIT_OK, _config_from_args, dump_json, parse_assignments
 
     cfg = _config_from_args(args)
     device = cfg.device if cfg.device != "auto" else "cpu"

@@ -28,7 +28,7 @@ import itk
 import numpy as np
 import scipy.fft
 
-from .errors import InputError
+from ..errors import InputError
 from .space import Grid, antialias, as_float_image, check_image, foreground_box, sample_image
 
 logger = logging.getLogger(__name__)

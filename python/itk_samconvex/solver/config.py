@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 PRESETS = ("default", "paper", "fast")
 FEATURES = ("mind", "sam", "sam+mind")

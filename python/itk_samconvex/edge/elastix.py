@@ -22,7 +22,7 @@ from pathlib import Path
 import itk
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 

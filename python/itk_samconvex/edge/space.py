@@ -22,8 +22,8 @@ import itk
 import numpy as np
 import torch
 
-from .errors import InputError
-from .warp import linear_along
+from ..errors import InputError
+from ..solver.warp import linear_along
 
 Tensor = torch.Tensor
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..features.sam import (
+from ...errors import InputError
+from ...solver.features.sam import (
     GLOBAL_OFFSET,
     GLOBAL_STRIDE,
     LOCAL_OFFSET,
@@ -36,7 +36,7 @@ from ..features.sam import (
     SAMNetwork,
     preprocess,
 )
-from ..features.sam_checkpoint import save_sam
+from ...solver.features.sam_checkpoint import save_sam
 from .losses import LossSettings, directional_loss
 from .views import Volume, embedding_positions, find_ct_files, load_volume, sample_view_pair
 

@@ -16,11 +16,11 @@ from typing import Any
 import itk
 import numpy as np
 
-from .cli import EXIT_OK, OUTPUT_NAMES, dump_json
-from .config import SAMConvexConfig
-from .errors import InputError
-from .registration import RegistrationResult, register, warp_image
-from .space import Grid
+from . import EXIT_OK, OUTPUT_NAMES, dump_json
+from ..solver.config import SAMConvexConfig
+from ..errors import InputError
+from ..edge.registration import RegistrationResult, register, warp_image
+from ..edge.space import Grid
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class _ProgressBar:
     """tqdm bar over the solver's stages (silent with ``quiet``)."""
 
     def __init__(self, cfg: SAMConvexConfig, quiet: bool) -> None:
-        from .pyramid import stage_names
+        from ..solver.pyramid import stage_names
 
         self.stages = [*stage_names(cfg), "output"]
         self.bar = None
@@ -94,7 +94,7 @@ class _ProgressBar:
 
 
 def _jacobian_report(field_image) -> tuple[dict[str, float], np.ndarray]:
-    from .metrics import jacobian_determinant, jacobian_stats
+    from ..apps.metrics import jacobian_determinant, jacobian_stats
 
     grid = Grid.of(field_image)
     det = jacobian_determinant(itk.array_view_from_image(field_image), grid.spacing,
@@ -113,7 +113,7 @@ def write_outputs(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write transform, field, warped image(s), QC figure and report; return the report."""
-    from .transforms import write_image, write_transform
+    from ..edge.transforms import write_image, write_transform
 
     tick = time.perf_counter()
     write_transform(result.transform, paths["transform"], overwrite)
@@ -136,7 +136,7 @@ def write_outputs(
         if fixed_labels is not None:
             report["dice"] = _dice_report(fixed_labels, moving_labels, warped_labels, result)
     if "qc" in paths:
-        from .qc import qc_figure
+        from ..apps.qc import qc_figure
 
         qc_figure(
             np.asarray(itk.array_view_from_image(fixed), dtype=np.float32),
@@ -151,7 +151,7 @@ def write_outputs(
 
 
 def _dice_report(fixed_labels, moving_labels, warped_labels, result) -> dict[str, Any]:
-    from .metrics import dice_per_label, mean_dice
+    from ..apps.metrics import dice_per_label, mean_dice
 
     fixed_arr = itk.array_view_from_image(fixed_labels)
     before_img = warp_image(moving_labels, result.initial_transform
@@ -171,7 +171,7 @@ def _dice_report(fixed_labels, moving_labels, warped_labels, result) -> dict[str
 def _provenance(result: RegistrationResult) -> dict[str, Any]:
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     grid = result.working_grid
     return {
@@ -198,7 +198,7 @@ def run_register(args: argparse.Namespace, cfg: SAMConvexConfig) -> int:
     paths = prepare_output(Path(args.output), names, args.overwrite)
     initial = args.initial_transform
     if args.elastix_affine:
-        from .elastix import elastix_affine
+        from ..edge.elastix import elastix_affine
 
         logger.info("running itk-elastix affine pre-alignment")
         initial = elastix_affine(fixed, moving)
@@ -224,7 +224,7 @@ def run_register(args: argparse.Namespace, cfg: SAMConvexConfig) -> int:
 
 
 def run_demo(args: argparse.Namespace, cfg: SAMConvexConfig) -> int:
-    from .phantom import make_phantom_pair
+    from ..apps.phantom import make_phantom_pair
 
     paths = prepare_output(Path(args.output), ["transform", "field", "warped", "report", "qc",
                                                 "warped_labels"], args.overwrite)

@@ -61,9 +61,9 @@ from .batch_manifest import (
     load_pairs,
     read_landmarks,
 )
-from .cli import OUTPUT_NAMES
-from .config import SAMConvexConfig
-from .errors import InputError, ResourceError, SAMConvexError
+from ..cli import OUTPUT_NAMES
+from ..solver.config import SAMConvexConfig
+from ..errors import InputError, ResourceError, SAMConvexError
 
 try:  # distributed is an optional dependency; only the worker plugin needs it at import
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -235,8 +235,8 @@ def cached_extractor(cfg: SAMConvexConfig) -> Any:
     intensity window, device), so a worker serving pairs with different settings keeps one
     model per setting.
     """
-    from .features import make_extractor
-    from .registration import resolve_device
+    from ..solver.features import make_extractor
+    from ..edge.registration import resolve_device
 
     key = tuple(getattr(cfg, name, None) for name in _EXTRACTOR_KEYS)
     with _EXTRACTORS_LOCK:
@@ -356,7 +356,7 @@ def _tre_report(spec: PairSpec, result: Any) -> dict[str, Any]:
     import numpy as np
 
     from .metrics import sample_field, tre, tre_identity
-    from .space import Grid
+    from ..edge.space import Grid
 
     fixed_pts = read_landmarks(spec.fixed_landmarks)
     moving_pts = read_landmarks(spec.moving_landmarks)
@@ -389,7 +389,7 @@ def _tre_report(spec: PairSpec, result: Any) -> dict[str, Any]:
 
 
 def _read_input(path: str | None, what: str) -> Any:
-    from .run import read_image
+    from ..cli.run import read_image
 
     return read_image(path, what)
 
@@ -398,9 +398,9 @@ def _register_into(task: PairTask, attempt: Path, final: Path) -> dict[str, Any]
     """Read, register and write one pair into ``attempt``; return its report."""
     import torch
 
-    from .cli import dump_json
-    from .registration import register
-    from .run import prepare_output, write_outputs
+    from ..cli import dump_json
+    from ..edge.registration import register
+    from ..cli.run import prepare_output, write_outputs
 
     spec = task.spec
     fixed = _read_input(spec.fixed, "fixed image")
@@ -411,7 +411,7 @@ def _register_into(task: PairTask, attempt: Path, final: Path) -> dict[str, Any]
     moving_mask = _read_input(spec.moving_mask, "moving mask")
     initial: Any = spec.initial_transform
     if initial == ELASTIX_AFFINE:
-        from .elastix import elastix_affine
+        from ..edge.elastix import elastix_affine
 
         initial = elastix_affine(fixed, moving)
     threads = torch.get_num_threads()
@@ -763,7 +763,7 @@ def register_many(
         ManifestError: every problem of the manifest, with row numbers, before anything runs.
         SAMConvexError: another batch is writing into ``output_dir``.
     """
-    from .registration import build_config
+    from ..edge.registration import build_config
 
     start = time.perf_counter()
     base = build_config(preset, config, **dict(parameters or {}))
@@ -947,7 +947,7 @@ def _count(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``samconvex batch`` options to ``parser``."""
-    from .cli import _add_registration_options
+    from ..cli import _add_registration_options
 
     parser.description = (
         "Register every pair of a manifest on Dask distributed: a local cluster of worker\n"
@@ -993,7 +993,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``samconvex batch``: exit code 0 when every pair is done or skipped, 1 otherwise."""
-    from .cli import EXIT_FAILURE, EXIT_OK, _config_from_args
+    from ..cli import EXIT_FAILURE, EXIT_OK, _config_from_args
 
     cfg = _config_from_args(args)
     manifest = Path(args.manifest)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ...errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def load_volume(path: Path, min_size_mm: float = 60.0,
     """Read, resample to ``spacing_mm`` (linear, anti-aliased), crop to the body; None if not CT."""
     import itk
 
-    from ..space import antialias, check_image, foreground_box, sample_image, working_grid
+    from ...edge.space import antialias, check_image, foreground_box, sample_image, working_grid
 
     image = itk.imread(str(path))
     try:

@@ -32,7 +32,7 @@ import itk
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .space import Grid, scalar_image
+from ..edge.space import Grid, scalar_image
 
 logger = logging.getLogger(__name__)
 

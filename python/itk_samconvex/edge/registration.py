@@ -17,10 +17,10 @@ import itk
 import numpy as np
 import torch
 
-from .config import SAMConvexConfig, preset_config
-from .errors import InputError, ResourceError
-from .features import make_extractor
-from .pyramid import estimate_peak_bytes, register_tensors
+from ..solver.config import SAMConvexConfig, preset_config
+from ..errors import InputError, ResourceError
+from ..solver.features import make_extractor
+from ..solver.pyramid import estimate_peak_bytes, register_tensors
 from .space import (
     Grid,
     antialias,

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "dice_per_label",
