@@ -17,7 +17,7 @@ import itk
 import numpy as np
 import torch
 
-from ..solver.config import SAMConvexConfig, preset_config
+from ..solver.config import GRID_GROWTH_STEP, SAMConvexConfig, preset_config
 from ..errors import InputError, ResourceError
 from ..solver.features import make_extractor
 from ..solver.pyramid import estimate_peak_bytes, register_tensors
@@ -186,7 +186,7 @@ def register(
             grid = working_grid(fixed_grid, spacing, cfg.coarsest_factor, box)
             if grid.num_voxels <= cfg.max_working_voxels:
                 break
-            spacing *= 1.02
+            spacing *= GRID_GROWTH_STEP
     spacing = grid.spacing[0]
     _check_memory(grid.shape, cfg, device, spacing)
     logger.info("working grid %s voxels at %g mm on %s", "x".join(map(str, grid.size)), spacing,

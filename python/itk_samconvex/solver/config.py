@@ -21,6 +21,10 @@ from typing import Any
 from ..errors import InputError
 
 PRESETS = ("default", "paper", "fast")
+#: When the working grid exceeds ``max_working_voxels`` its spacing first grows by the cube
+#: root of the excess, then by this factor until the grid (sizes rounded up to the coarsest
+#: factor) fits. The C++ filter applies the same rule (its defaults are generated from here).
+GRID_GROWTH_STEP = 1.02
 FEATURES = ("mind", "sam", "sam+mind")
 
 
