@@ -116,15 +116,17 @@ def same_grid(a, b, tolerance: float = 1e-4) -> bool:
     if a.size != b.size:
         return False
     scale = tolerance * max(a.spacing)
-    return (np.allclose(a.spacing, b.spacing, rtol=0, atol=scale)
-            and np.allclose(a.origin, b.origin, rtol=0, atol=scale)
-            and np.allclose(a.direction, b.direction, rtol=0, atol=tolerance))
+    return (
+        np.allclose(a.spacing, b.spacing, rtol=0, atol=scale)
+        and np.allclose(a.origin, b.origin, rtol=0, atol=scale)
+        and np.allclose(a.direction, b.direction, rtol=0, atol=tolerance)
+    )
 
 
 def _field_on_fixed_grid(field_image, fixed) -> np.ndarray:
     """A displacement-field image as (Z, Y, X, 3) float32 on the fixed grid (resampled if not)."""
-    from itk_samconvex.edge.space import Grid
-    from itk_samconvex.edge.transforms import dense_field_of, displacement_transform
+    from itk_samconvex.edge.space import Grid, dense_field_of
+    from itk_samconvex.edge.transforms import displacement_transform
 
     grid, target = Grid.of(field_image), Grid.of(fixed)
     array = _array(field_image)
@@ -190,8 +192,14 @@ class Adapter:
 class Ours(Adapter):
     """itk-samconvex with a preset, with or without instance optimisation (MIND features)."""
 
-    def __init__(self, preset: str, instance_optimization: bool, quick: bool = False,
-                 threads: int | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        preset: str,
+        instance_optimization: bool,
+        quick: bool = False,
+        threads: int | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__(quick, threads)
         self.preset = preset
         self.instance_optimization = instance_optimization
@@ -209,12 +217,13 @@ class Ours(Adapter):
         extra: dict[str, Any] = {"device": "cpu", **self.overrides}
         if self.threads:
             extra["num_threads"] = self.threads
-        return preset_config(self.preset, instance_optimization=self.instance_optimization,
-                             **extra)
+        return preset_config(self.preset, instance_optimization=self.instance_optimization, **extra)
 
     def describe(self) -> str:
-        return (f"preset={self.preset}, instance_optimization={self.instance_optimization}, "
-                "features=mind, device=cpu")
+        return (
+            f"preset={self.preset}, instance_optimization={self.instance_optimization}, "
+            "features=mind, device=cpu"
+        )
 
     def prepare(self, inputs: PairInputs) -> Any:
         return inputs, self.config()
@@ -277,7 +286,8 @@ class ConvexAdam(Adapter):
     def describe(self) -> str:
         extra = ", ".join(f"{k}={v}" for k, v in self.settings().items())
         return "convex_adam_pt defaults (MIND, grid_sp 6, disp_hw 4, 80 Adam steps)" + (
-            f"; {extra}" if extra else "")
+            f"; {extra}" if extra else ""
+        )
 
     def prepare(self, inputs: PairInputs) -> Any:
         return _array(inputs.fixed), _array(inputs.moving_prealigned)
@@ -312,8 +322,9 @@ class ElastixBSpline(Adapter):
     peer = True
     timeout_s = 600.0  # expected ~70 s per head-neck case
 
-    def __init__(self, quick: bool = False, threads: int | None = None,
-                 iterations: int | None = None) -> None:
+    def __init__(
+        self, quick: bool = False, threads: int | None = None, iterations: int | None = None
+    ) -> None:
         super().__init__(quick, threads)
         self.iterations = iterations or (64 if quick else 256)
 
@@ -323,8 +334,10 @@ class ElastixBSpline(Adapter):
         return None
 
     def describe(self) -> str:
-        return (f"default 'bspline' map: 3 resolutions, 10 mm grid, AdvancedMattesMI + bending "
-                f"energy, {self.iterations} iterations/resolution")
+        return (
+            f"default 'bspline' map: 3 resolutions, 10 mm grid, AdvancedMattesMI + bending "
+            f"energy, {self.iterations} iterations/resolution"
+        )
 
     def parameter_object(self):
         import itk
@@ -344,8 +357,11 @@ class ElastixBSpline(Adapter):
 
         inputs, parameter_object = prepared
         method = itk.ElastixRegistrationMethod[itk.Image[itk.F, 3], itk.Image[itk.F, 3]].New(
-            inputs.fixed, inputs.moving_prealigned, parameter_object=parameter_object,
-            log_to_console=False)
+            inputs.fixed,
+            inputs.moving_prealigned,
+            parameter_object=parameter_object,
+            log_to_console=False,
+        )
         if self.threads:
             method.SetNumberOfThreads(int(self.threads))
         method.Update()
@@ -356,8 +372,9 @@ class ElastixBSpline(Adapter):
 
         scratch = inputs.workdir / "transformix"
         scratch.mkdir(parents=True, exist_ok=True)
-        field = itk.transformix_deformation_field(inputs.fixed, native,
-                                                  output_directory=str(scratch))
+        field = itk.transformix_deformation_field(
+            inputs.fixed, native, output_directory=str(scratch)
+        )
         return _field_on_fixed_grid(field, inputs.fixed)
 
 
@@ -378,27 +395,42 @@ class AntsSyN(Adapter):
     peer = True
     # variant -> (antspyx type_of_transform, reg_iterations or None, description)
     VARIANTS: ClassVar[dict[str, tuple[str, tuple[int, ...] | None, str]]] = {
-        "quick": ("antsRegistrationSyNQuick[so]", None,
-                  "antsRegistrationSyNQuick.sh settings, SyN stage only: SyN[0.2,3,0], MI 32 "
-                  "bins, 100x70x50x0 iterations at shrink 8x4x2x1, smoothing 3x2x1x0 vox"),
-        "full": ("antsRegistrationSyN[so]", None,
-                 "antsRegistrationSyN settings, SyN stage only: SyN[0.2,3,0], CC radius 2, "
-                 "100x70x50x20 iterations at shrink 8x4x2x1, smoothing 3x2x1x0 vox"),
-        "antspy": ("SyNOnly", (40, 20, 0),
-                   "antspyx registration() defaults: SyNOnly, Mattes MI 32 bins, SyN[0.2,3,0], "
-                   "(40, 20, 0) iterations at shrink 4x2x1, smoothing 2x1x0 vox"),
+        "quick": (
+            "antsRegistrationSyNQuick[so]",
+            None,
+            "antsRegistrationSyNQuick.sh settings, SyN stage only: SyN[0.2,3,0], MI 32 "
+            "bins, 100x70x50x0 iterations at shrink 8x4x2x1, smoothing 3x2x1x0 vox",
+        ),
+        "full": (
+            "antsRegistrationSyN[so]",
+            None,
+            "antsRegistrationSyN settings, SyN stage only: SyN[0.2,3,0], CC radius 2, "
+            "100x70x50x20 iterations at shrink 8x4x2x1, smoothing 3x2x1x0 vox",
+        ),
+        "antspy": (
+            "SyNOnly",
+            (40, 20, 0),
+            "antspyx registration() defaults: SyNOnly, Mattes MI 32 bins, SyN[0.2,3,0], "
+            "(40, 20, 0) iterations at shrink 4x2x1, smoothing 2x1x0 vox",
+        ),
     }
     DEFAULT_VARIANT = "quick"
     timeout_s = 600.0  # expected ~40 s per head-neck case ("quick")
 
-    def __init__(self, quick: bool = False, threads: int | None = None, seed: int = 1,
-                 variant: str | None = None) -> None:
+    def __init__(
+        self,
+        quick: bool = False,
+        threads: int | None = None,
+        seed: int = 1,
+        variant: str | None = None,
+    ) -> None:
         super().__init__(quick, threads)
         self.seed = seed
         self.variant = variant or self.DEFAULT_VARIANT
         if self.variant not in self.VARIANTS:
-            raise ValueError(f"unknown ANTs variant {self.variant!r}; use one of "
-                             f"{', '.join(self.VARIANTS)}")
+            raise ValueError(
+                f"unknown ANTs variant {self.variant!r}; use one of {', '.join(self.VARIANTS)}"
+            )
 
     def unavailable(self) -> str | None:
         if importlib.util.find_spec("ants") is None:
@@ -408,8 +440,11 @@ class AntsSyN(Adapter):
     def settings(self) -> tuple[str, tuple[int, ...] | None, str]:
         """(type_of_transform, reg_iterations or None, description) actually used."""
         if self.quick:
-            return "SyNOnly", (20, 10, 0), ("smoke-test settings: SyNOnly, Mattes MI, (20, 10, "
-                                            "0) iterations at shrink 4x2x1")
+            return (
+                "SyNOnly",
+                (20, 10, 0),
+                ("smoke-test settings: SyNOnly, Mattes MI, (20, 10, 0) iterations at shrink 4x2x1"),
+            )
         return self.VARIANTS[self.variant]
 
     def describe(self) -> str:
@@ -435,19 +470,16 @@ class AntsSyN(Adapter):
             os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(self.threads)
         kind, iterations, _ = self.settings()
         extra = {"reg_iterations": iterations} if iterations else {}
-        result = ants.registration(fixed, moving, type_of_transform=kind,
-                                   outprefix=str(folder / "syn_"), **extra)
+        result = ants.registration(
+            fixed, moving, type_of_transform=kind, outprefix=str(folder / "syn_"), **extra
+        )
         return result["fwdtransforms"]
 
     def to_field(self, native: Any, inputs: PairInputs) -> np.ndarray:
         import itk
 
-        from itk_samconvex.edge.space import Grid
-        from itk_samconvex.edge.transforms import (
-            dense_field_of,
-            displacement_transform,
-            linear_parts,
-        )
+        from itk_samconvex.edge.space import Grid, dense_field_of, linear_parts
+        from itk_samconvex.edge.transforms import displacement_transform
 
         # fwdtransforms lists [warp, initial affine]: antsApplyTransforms (like ITK's
         # CompositeTransform with the transforms added in that order) applies the last one
@@ -461,16 +493,18 @@ class AntsSyN(Adapter):
                 transforms.append(("linear", itk.transformread(str(path))[0], None))
         linear = [t for kind, t, _ in transforms if kind == "linear"]
         warps = [(a, g) for kind, a, g in transforms if kind == "warp"]
-        identity = all(np.allclose(linear_parts(t)[0], np.eye(3), atol=1e-6)
-                       and np.allclose(linear_parts(t)[1], 0.0, atol=1e-6) for t in linear)
+        identity = all(
+            np.allclose(linear_parts(t)[0], np.eye(3), atol=1e-6)
+            and np.allclose(linear_parts(t)[1], 0.0, atol=1e-6)
+            for t in linear
+        )
         if len(warps) == 1 and identity:
             array, grid = warps[0]
             if same_grid(grid, Grid.of(inputs.fixed)):
                 return array
         composite = itk.CompositeTransform[itk.D, 3].New()
         for kind, item, grid in transforms:
-            composite.AddTransform(displacement_transform(item, grid) if kind == "warp"
-                                   else item)
+            composite.AddTransform(displacement_transform(item, grid) if kind == "warp" else item)
         return dense_field_of(composite, Grid.of(inputs.fixed))
 
 
@@ -505,14 +539,18 @@ class NiftyRegF3D(Adapter):
 
     def unavailable(self) -> str | None:
         if niftyreg_binary("reg_f3d") is None or niftyreg_binary("reg_transform") is None:
-            return ("reg_f3d not found (not in Debian 12; pip install niftyreg builds it from "
-                    "source, see benchmarks/README.md)")
+            return (
+                "reg_f3d not found (not in Debian 12; pip install niftyreg builds it from "
+                "source, see benchmarks/README.md)"
+            )
         return None
 
     def describe(self) -> str:
         maxit = 50 if self.quick else 150
-        return (f"reg_f3d defaults: NMI 64 bins, -sx 5 voxels, -be 0.001, -le 0.01, -ln 3, "
-                f"-maxit {maxit}")
+        return (
+            f"reg_f3d defaults: NMI 64 bins, -sx 5 voxels, -be 0.001, -le 0.01, -ln 3, "
+            f"-maxit {maxit}"
+        )
 
     def prepare(self, inputs: PairInputs) -> Any:
         import itk
@@ -522,9 +560,18 @@ class NiftyRegF3D(Adapter):
         fixed, moving = folder / "fixed.nii.gz", folder / "moving.nii.gz"
         itk.imwrite(inputs.fixed, str(fixed))
         itk.imwrite(inputs.moving_prealigned, str(moving))
-        command = [str(niftyreg_binary("reg_f3d")), "-ref", str(fixed), "-flo", str(moving),
-                   "-cpp", str(folder / "cpp.nii.gz"), "-res", str(folder / "warped.nii.gz"),
-                   "-voff"]
+        command = [
+            str(niftyreg_binary("reg_f3d")),
+            "-ref",
+            str(fixed),
+            "-flo",
+            str(moving),
+            "-cpp",
+            str(folder / "cpp.nii.gz"),
+            "-res",
+            str(folder / "warped.nii.gz"),
+            "-voff",
+        ]
         if self.quick:
             command += ["-maxit", "50"]
         if self.threads:
@@ -535,8 +582,9 @@ class NiftyRegF3D(Adapter):
         command, folder = prepared
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"reg_f3d failed ({done.returncode}): "
-                               f"{(done.stderr or done.stdout).strip()[-500:]}")
+            raise RuntimeError(
+                f"reg_f3d failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-500:]}"
+            )
         return folder
 
     def to_field(self, native: Any, inputs: PairInputs) -> np.ndarray:
@@ -544,12 +592,20 @@ class NiftyRegF3D(Adapter):
 
         folder = native
         disp = folder / "disp.nii.gz"
-        command = [str(niftyreg_binary("reg_transform")), "-ref", str(folder / "fixed.nii.gz"),
-                   "-disp", str(folder / "cpp.nii.gz"), str(disp)]
+        command = [
+            str(niftyreg_binary("reg_transform")),
+            "-ref",
+            str(folder / "fixed.nii.gz"),
+            "-disp",
+            str(folder / "cpp.nii.gz"),
+            str(disp),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"reg_transform -disp failed ({done.returncode}): "
-                               f"{(done.stderr or done.stdout).strip()[-500:]}")
+            raise RuntimeError(
+                f"reg_transform -disp failed ({done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-500:]}"
+            )
         field = itk.imread(str(disp), itk.Vector[itk.F, 3])
         array = _field_on_fixed_grid(field, inputs.fixed)
         array[..., 0] *= -1.0  # RAS -> LPS
@@ -565,19 +621,40 @@ def make_adapter(name: str, quick: bool = False, threads: int | None = None) -> 
     if name.startswith("ours-"):
         parts = name.split("-")
         preset = parts[1]
-        if preset not in ("default", "paper", "fast") or len(parts) > 3 or (
-                len(parts) == 3 and parts[2] != "noio"):
+        if (
+            preset not in ("default", "paper", "fast")
+            or len(parts) > 3
+            or (len(parts) == 3 and parts[2] != "noio")
+        ):
             raise ValueError(f"unknown method {name!r}; ours is ours-PRESET[-noio]")
         return Ours(preset, instance_optimization=len(parts) == 2, quick=quick, threads=threads)
     classes: dict[str, type[Adapter]] = {
-        "identity": Identity, "convexadam": ConvexAdam, "elastix-bspline": ElastixBSpline,
-        "ants-syn": AntsSyN, "niftyreg-f3d": NiftyRegF3D,
+        "identity": Identity,
+        "convexadam": ConvexAdam,
+        "elastix-bspline": ElastixBSpline,
+        "ants-syn": AntsSyN,
+        "niftyreg-f3d": NiftyRegF3D,
     }
     if name not in classes:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(ALL_METHODS)}")
     return classes[name](quick=quick, threads=threads)
 
 
-__all__ = ["ALL_METHODS", "HEADLINE", "OURS", "PEERS", "Adapter", "AntsSyN", "ConvexAdam",
-           "ElastixBSpline", "Identity", "NiftyRegF3D", "Ours", "PairInputs", "make_adapter",
-           "niftyreg_binary", "prealign", "same_grid"]
+__all__ = [
+    "ALL_METHODS",
+    "HEADLINE",
+    "OURS",
+    "PEERS",
+    "Adapter",
+    "AntsSyN",
+    "ConvexAdam",
+    "ElastixBSpline",
+    "Identity",
+    "NiftyRegF3D",
+    "Ours",
+    "PairInputs",
+    "make_adapter",
+    "niftyreg_binary",
+    "prealign",
+    "same_grid",
+]

@@ -60,11 +60,14 @@ def _warm_up() -> float:
     """One tiny registration in this worker (imports, ITK lazy loading); seconds taken."""
     start = time.perf_counter()
     from itk_samconvex.apps.phantom import make_phantom_pair
-    from itk_samconvex.edge.registration import build_config, register, warp_image
+    from itk_samconvex.edge.registration import register
+    from itk_samconvex.edge.transforms import warp_image
+    from itk_samconvex.solver.config import build_config
 
     pair = make_phantom_pair(size=(24, 24, 24), spacing=(10.0, 10.0, 10.0))
-    result = register(pair.fixed, pair.moving, build_config("fast", working_spacing_mm=10.0,
-                                                           io_iterations=2))
+    result = register(
+        pair.fixed, pair.moving, build_config("fast", working_spacing_mm=10.0, io_iterations=2)
+    )
     warp_image(pair.moving, result.transform, pair.fixed)
     return time.perf_counter() - start
 
@@ -99,19 +102,34 @@ class RSSSampler:
         self._thread.join()
 
 
-def run_setting(pairs: list[dict[str, Any]], workers: int, threads: int, out: Path,
-                preset: str, overrides: dict[str, Any], initial: str | None) -> dict[str, Any]:
+def run_setting(
+    pairs: list[dict[str, Any]],
+    workers: int,
+    threads: int,
+    out: Path,
+    preset: str,
+    overrides: dict[str, Any],
+    initial: str | None,
+) -> dict[str, Any]:
     """Time one (workers, threads) setting on a fresh local cluster."""
     from distributed import Client, LocalCluster
 
     from itk_samconvex.apps.batch import RESOURCE, register_many
 
-    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                           "OPENBLAS_NUM_THREADS")}
+    env = {
+        name: str(threads)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
     start = time.perf_counter()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                           resources={RESOURCE: 1}, dashboard_address=None, env=env,
-                           silence_logs=logging.ERROR)
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        resources={RESOURCE: 1},
+        dashboard_address=None,
+        env=env,
+        silence_logs=logging.ERROR,
+    )
     client = Client(cluster)
     try:
         warm = client.run(_warm_up)
@@ -119,9 +137,16 @@ def run_setting(pairs: list[dict[str, Any]], workers: int, threads: int, out: Pa
         pids = client.run(os.getpid)
         with RSSSampler(pids) as sampler:
             tick = time.perf_counter()
-            summary = register_many(pairs, client, output_dir=out, preset=preset,
-                                    parameters=overrides, initial_transform=initial,
-                                    overwrite=True, progress=False)
+            summary = register_many(
+                pairs,
+                client,
+                output_dir=out,
+                preset=preset,
+                parameters=overrides,
+                initial_transform=initial,
+                overwrite=True,
+                progress=False,
+            )
             wall = time.perf_counter() - tick
     finally:
         client.close()
@@ -132,22 +157,28 @@ def run_setting(pairs: list[dict[str, Any]], workers: int, threads: int, out: Pa
         if row.get("worker") and row.get("worker_peak_rss_mb"):
             hwm[row["worker"]] = max(hwm.get(row["worker"], 0.0), row["worker_peak_rss_mb"])
     return {
-        "workers": workers, "threads_per_worker": threads, "pairs": len(pairs),
-        "done": len(done), "failed": [(r["name"], r.get("error")) for r in summary.rows
-                                      if r["status"] == "failed"],
-        "cold_start_s": cold, "warm_up_s": warm, "batch_s": wall,
+        "workers": workers,
+        "threads_per_worker": threads,
+        "pairs": len(pairs),
+        "done": len(done),
+        "failed": [(r["name"], r.get("error")) for r in summary.rows if r["status"] == "failed"],
+        "cold_start_s": cold,
+        "warm_up_s": warm,
+        "batch_s": wall,
         "pairs_per_minute": 60.0 * len(done) / wall if wall > 0 else None,
         "mean_pair_s": sum(r["seconds"] for r in done) / len(done) if done else None,
         "peak_rss_mb_per_worker_hwm": hwm,
         "peak_rss_mb_per_worker_sampled": sampler.peak_mb,
-        "mean_dice_after": (sum(r["dice_mean_after"] for r in done) / len(done)
-                            if done and all(r.get("dice_mean_after") is not None for r in done)
-                            else None),
+        "mean_dice_after": (
+            sum(r["dice_mean_after"] for r in done) / len(done)
+            if done and all(r.get("dice_mean_after") is not None for r in done)
+            else None
+        ),
     }
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
-    from itk_samconvex.cli import _parse_value
+    from itk_samconvex.solver.config import parse_toml_value as _parse_value
 
     out = {}
     for item in items:
@@ -158,16 +189,32 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "SAMCONVEX_SHARED_DATA", DEFAULT_DATA)), help="shared data folder (MANIFEST.json)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("SAMCONVEX_SHARED_DATA", DEFAULT_DATA)),
+        help="shared data folder (MANIFEST.json)",
+    )
     parser.add_argument("--limit", type=int, help="use only the first N head-neck pairs")
-    parser.add_argument("--cores", type=int, default=2,
-                        help="cores per setting: 1 x CORES threads vs CORES x 1 (default 2)")
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=2,
+        help="cores per setting: 1 x CORES threads vs CORES x 1 (default 2)",
+    )
     parser.add_argument("--preset", default="default", choices=("default", "paper", "fast"))
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="registration parameter override (repeatable)")
-    parser.add_argument("--elastix-affine", action="store_true",
-                        help="itk-elastix affine pre-alignment per pair (default: none)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="registration parameter override (repeatable)",
+    )
+    parser.add_argument(
+        "--elastix-affine",
+        action="store_true",
+        help="itk-elastix affine pre-alignment per pair (default: none)",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
@@ -186,28 +233,55 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="samconvex-batch-bench-") as scratch:
         root = args.out or Path(scratch)
         for workers, threads in ((1, args.cores), (args.cores, 1)):
-            logger.info("running %d pair(s) on %d worker(s) x %d thread(s) ...", len(pairs),
-                        workers, threads)
-            results.append(run_setting(pairs, workers, threads, root / f"w{workers}",
-                                       args.preset, overrides, initial))
-    logger.info("\n| workers x threads | pairs done | batch s | pairs/min | mean s/pair | "
-                "cold start s | peak RSS per worker MB (HWM) | peak RSS sampled MB |")
+            logger.info(
+                "running %d pair(s) on %d worker(s) x %d thread(s) ...",
+                len(pairs),
+                workers,
+                threads,
+            )
+            results.append(
+                run_setting(
+                    pairs, workers, threads, root / f"w{workers}", args.preset, overrides, initial
+                )
+            )
+    logger.info(
+        "\n| workers x threads | pairs done | batch s | pairs/min | mean s/pair | "
+        "cold start s | peak RSS per worker MB (HWM) | peak RSS sampled MB |"
+    )
     logger.info("|---|---|---|---|---|---|---|---|")
     for r in results:
         hwm = ", ".join(f"{v:.0f}" for v in r["peak_rss_mb_per_worker_hwm"].values())
         sampled = ", ".join(f"{v:.0f}" for v in r["peak_rss_mb_per_worker_sampled"].values())
-        logger.info("| %d x %d | %d/%d | %.1f | %.2f | %.1f | %.1f | %s | %s |", r["workers"],
-                    r["threads_per_worker"], r["done"], r["pairs"], r["batch_s"],
-                    r["pairs_per_minute"] or 0.0, r["mean_pair_s"] or 0.0, r["cold_start_s"],
-                    hwm, sampled)
+        logger.info(
+            "| %d x %d | %d/%d | %.1f | %.2f | %.1f | %.1f | %s | %s |",
+            r["workers"],
+            r["threads_per_worker"],
+            r["done"],
+            r["pairs"],
+            r["batch_s"],
+            r["pairs_per_minute"] or 0.0,
+            r["mean_pair_s"] or 0.0,
+            r["cold_start_s"],
+            hwm,
+            sampled,
+        )
         for name, error in r["failed"]:
             logger.info("  failed %s: %s", name, error)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"preset": args.preset, "overrides": overrides,
-                                         "elastix_affine": args.elastix_affine,
-                                         "results": results}, indent=2) + "\n",
-                             encoding="utf-8")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "preset": args.preset,
+                    "overrides": overrides,
+                    "elastix_affine": args.elastix_affine,
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 if __name__ == "__main__":

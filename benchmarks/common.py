@@ -148,10 +148,20 @@ def machine_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    packages = {name: _version(dist) for name, dist in (
-        ("itk-samconvex", "itk-samconvex"), ("torch", "torch"), ("itk", "itk"),
-        ("itk-elastix", "itk-elastix"), ("convexadam", "convexAdam"), ("antspyx", "antspyx"),
-        ("niftyreg", "niftyreg"), ("numpy", "numpy"), ("scipy", "scipy"))}
+    packages = {
+        name: _version(dist)
+        for name, dist in (
+            ("itk-samconvex", "itk-samconvex"),
+            ("torch", "torch"),
+            ("itk", "itk"),
+            ("itk-elastix", "itk-elastix"),
+            ("convexadam", "convexAdam"),
+            ("antspyx", "antspyx"),
+            ("niftyreg", "niftyreg"),
+            ("numpy", "numpy"),
+            ("scipy", "scipy"),
+        )
+    }
     return {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
@@ -167,9 +177,11 @@ def machine_line(info: dict[str, Any]) -> str:
     """One human-readable line describing :func:`machine_info`'s machine."""
     pkgs = info["packages"]
     versions = ", ".join(f"{k} {v}" for k, v in pkgs.items() if v and k not in ("numpy", "scipy"))
-    return (f"{info['cpu']}, {info['usable_cores']} usable cores ({info['logical_cores']} "
-            f"logical), {info['ram_gb']} GB RAM, {info['os']}, Python {info['python']}; "
-            f"{versions}")
+    return (
+        f"{info['cpu']}, {info['usable_cores']} usable cores ({info['logical_cores']} "
+        f"logical), {info['ram_gb']} GB RAM, {info['os']}, Python {info['python']}; "
+        f"{versions}"
+    )
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -202,19 +214,20 @@ class Reference:
 
 
 def _linear_or_none(affine: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    from itk_samconvex.edge.transforms import linear_parts
+    from itk_samconvex.edge.space import linear_parts
 
     return linear_parts(affine)
 
 
 def total_points(reference: Reference, field_mm: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``A(p + u(p))`` for fixed points ``p`` (N, 3) LPS mm; returns (N, 3) moving points."""
-    from itk_samconvex.apps.metrics import sample_field
     from itk_samconvex.edge.space import Grid
+    from itk_samconvex.metrics import sample_field
 
     grid = Grid.of(reference.fixed)
-    shifted = points + sample_field(field_mm, grid.spacing, grid.origin, grid.direction_matrix,
-                                    points)
+    shifted = points + sample_field(
+        field_mm, grid.spacing, grid.origin, grid.direction_matrix, points
+    )
     parts = _linear_or_none(reference.affine)
     if parts is not None:
         m, t = parts
@@ -234,8 +247,9 @@ def warp_labels(reference: Reference, field_mm: np.ndarray) -> np.ndarray:
     if reference.affine is not None:
         composite.AddTransform(reference.affine)
     composite.AddTransform(displacement_transform(field_mm, Grid.of(reference.fixed)))
-    warped = warp_image(reference.moving_labels, composite, reference.fixed_labels, nearest=True,
-                        default_value=0)
+    warped = warp_image(
+        reference.moving_labels, composite, reference.fixed_labels, nearest=True, default_value=0
+    )
     return np.asarray(itk.array_view_from_image(warped)).copy()
 
 
@@ -258,8 +272,8 @@ def score(reference: Reference, field_mm: np.ndarray) -> dict[str, Any]:
     """
     import itk
 
-    from itk_samconvex.apps.metrics import dice_per_label, hd95, jacobian_determinant, jacobian_stats
     from itk_samconvex.edge.space import Grid
+    from itk_samconvex.metrics import dice_per_label, hd95, jacobian_determinant, jacobian_stats
 
     grid = Grid.of(reference.fixed)
     out: dict[str, Any] = {}
@@ -278,8 +292,9 @@ def score(reference: Reference, field_mm: np.ndarray) -> dict[str, Any]:
         out["tre_mean"] = float(errors.mean())
         out["tre_median"] = float(np.median(errors))
         out["tre_p90"] = float(np.percentile(errors, 90))
-        out["tre_initial"] = float(np.linalg.norm(reference.fixed_points
-                                                  - reference.moving_points, axis=1).mean())
+        out["tre_initial"] = float(
+            np.linalg.norm(reference.fixed_points - reference.moving_points, axis=1).mean()
+        )
     if reference.truth is not None:
         total = field_mm.astype(np.float64)
         parts = _linear_or_none(reference.affine)
@@ -292,8 +307,9 @@ def score(reference: Reference, field_mm: np.ndarray) -> dict[str, Any]:
             x = grid_points_mm(grid)
             total = (x + total) @ m.T + t - x
         error = np.linalg.norm(total - reference.truth, axis=-1)
-        mask = reference.body_mask if reference.body_mask is not None else np.ones(
-            error.shape, bool)
+        mask = (
+            reference.body_mask if reference.body_mask is not None else np.ones(error.shape, bool)
+        )
         out["epe_mean"] = float(error[mask].mean())
         out["epe_initial"] = float(np.linalg.norm(reference.truth, axis=-1)[mask].mean())
     det = jacobian_determinant(field_mm, grid.spacing, grid.direction_matrix)

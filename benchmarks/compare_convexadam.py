@@ -39,8 +39,12 @@ import numpy as np
 
 from common import DEFAULT_DATA, PeakMemory
 
-FOUR = ["headneck_okbp_pt4_vs_pt13", "headneck_okbp_pt4_vs_pt17", "headneck_okbp_pt17_vs_pt22",
-        "headneck_okbp_pt13_vs_pt22"]
+FOUR = [
+    "headneck_okbp_pt4_vs_pt13",
+    "headneck_okbp_pt4_vs_pt17",
+    "headneck_okbp_pt17_vs_pt22",
+    "headneck_okbp_pt13_vs_pt22",
+]
 logger = logging.getLogger("benchmark")
 
 
@@ -71,13 +75,15 @@ def _run_one(method: str, preset: str, fixed, moving, affine):
 
     if method == "samconvex":
         start = time.perf_counter()
-        reg = itk.SAMConvexRegistrationFilter.New(fixed, moving, initial_transform=affine,
-                                                  preset=preset)
+        reg = itk.SAMConvexRegistrationFilter.New(
+            fixed, moving, initial_transform=affine, preset=preset
+        )
         reg.Update()
         seconds = time.perf_counter() - start
         # copy: a numpy view of an ITK buffer does not keep the ITK image alive
-        return seconds, np.array(itk.array_view_from_image(reg.GetDeformableField()),
-                                 np.float32, copy=True)
+        return seconds, np.array(
+            itk.array_view_from_image(reg.GetDeformableField()), np.float32, copy=True
+        )
     from convexAdam.convex_adam_MIND import convex_adam_pt
 
     from itk_samconvex import warp_image
@@ -107,16 +113,16 @@ def _child(method: str, preset: str, jobs: list[tuple[str, str, str]], queue) ->
         affine = itk.transformread(affine_path)[0]
         with PeakMemory() as memory:
             seconds, field = _run_one(method, preset, fixed, moving, affine)
-        queue.put((seconds, memory.peak / 2**20, (memory.peak - memory.baseline) / 2**20,
-                   field))
+        queue.put((seconds, memory.peak / 2**20, (memory.peak - memory.baseline) / 2**20, field))
 
 
 def run_method(method: str, preset: str, jobs: list[tuple[Path, Path, Path]]):
     """Yield (seconds, peak RSS MB, peak increase MB, field) per job from one process."""
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(
-        method, preset, [tuple(str(p) for p in job) for job in jobs], queue))
+    process = context.Process(
+        target=_child, args=(method, preset, [tuple(str(p) for p in job) for job in jobs], queue)
+    )
     process.start()
     for _ in jobs:
         yield queue.get()
@@ -130,22 +136,26 @@ def score(fixed, fixed_labels, moving_labels, affine, field_mm: np.ndarray, labe
     import itk
 
     from itk_samconvex import warp_image
-    from itk_samconvex.apps.metrics import dice_per_label, jacobian_determinant, jacobian_stats
     from itk_samconvex.edge.space import Grid
     from itk_samconvex.edge.transforms import displacement_transform
+    from itk_samconvex.metrics import dice_per_label, jacobian_determinant, jacobian_stats
 
     grid = Grid.of(fixed)
     composite = itk.CompositeTransform[itk.D, 3].New()
     composite.AddTransform(affine)
     composite.AddTransform(displacement_transform(field_mm, grid))
     warped = warp_image(moving_labels, composite, fixed_labels, nearest=True, default_value=0)
-    dice = dice_per_label(itk.array_view_from_image(fixed_labels),
-                          itk.array_view_from_image(warped), labels)
+    dice = dice_per_label(
+        itk.array_view_from_image(fixed_labels), itk.array_view_from_image(warped), labels
+    )
     det = jacobian_determinant(field_mm, grid.spacing, grid.direction_matrix)
     stats = jacobian_stats(det)
-    return {"dice": {int(k): float(v) for k, v in dice.items()},
-            "mean_dice": float(np.nanmean(list(dice.values()))),
-            "sdlogj": stats["sdlogj"], "percent_nonpositive": stats["percent_nonpositive"]}
+    return {
+        "dice": {int(k): float(v) for k, v in dice.items()},
+        "mean_dice": float(np.nanmean(list(dice.values()))),
+        "sdlogj": stats["sdlogj"],
+        "percent_nonpositive": stats["percent_nonpositive"],
+    }
 
 
 # ------------------------------------------------------------------------------- driver
@@ -154,8 +164,12 @@ def score(fixed, fixed_labels, moving_labels, affine, field_mm: np.ndarray, labe
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cases", nargs="+", default=["all"],
-                        help="'four' (the first four head-neck pairs), 'all' head-neck, or ids")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["all"],
+        help="'four' (the first four head-neck pairs), 'all' head-neck, or ids",
+    )
     parser.add_argument("--preset", default="default")
     parser.add_argument("--out", type=Path, default=Path("results/compare_convexadam"))
     args = parser.parse_args(argv)
@@ -165,7 +179,7 @@ def main(argv=None) -> int:
 
     from itk_samconvex import warp_image
     from itk_samconvex.edge.elastix import elastix_affine
-    from itk_samconvex.apps.metrics import dice_per_label
+    from itk_samconvex.metrics import dice_per_label
 
     manifest = json.loads((args.data / "MANIFEST.json").read_text())
     cases = [c for c in manifest["cases"] if c["kind"] == "headneck"]
@@ -180,8 +194,7 @@ def main(argv=None) -> int:
         fixed, moving = itk.imread(str(fixed_path), itk.F), itk.imread(str(moving_path), itk.F)
         fixed_labels = itk.imread(str(args.data / case["fixed_labels"]))
         moving_labels = itk.imread(str(args.data / case["moving_labels"]))
-        labels = sorted(int(v) for v in np.unique(itk.array_view_from_image(fixed_labels))
-                        if v > 0)
+        labels = sorted(int(v) for v in np.unique(itk.array_view_from_image(fixed_labels)) if v > 0)
         affine_path = args.out / f"{case['id']}_affine.h5"
         tick = time.perf_counter()
         affine = elastix_affine(fixed, moving)
@@ -189,10 +202,12 @@ def main(argv=None) -> int:
         affine = itk.transformread(str(affine_path))[0]
         logger.info("%s: elastix affine %.1f s", case["id"], time.perf_counter() - tick)
         before = warp_image(moving_labels, affine, fixed_labels, nearest=True, default_value=0)
-        affine_dice = dice_per_label(itk.array_view_from_image(fixed_labels),
-                                     itk.array_view_from_image(before), labels)
-        rows.append({"case": case["id"],
-                     "affine_mean_dice": float(np.nanmean(list(affine_dice.values())))})
+        affine_dice = dice_per_label(
+            itk.array_view_from_image(fixed_labels), itk.array_view_from_image(before), labels
+        )
+        rows.append(
+            {"case": case["id"], "affine_mean_dice": float(np.nanmean(list(affine_dice.values())))}
+        )
         inputs.append((fixed, fixed_labels, moving_labels, affine, labels))
         jobs.append((fixed_path, moving_path, affine_path))
     for method in ("samconvex", "convexadam"):
@@ -200,18 +215,29 @@ def main(argv=None) -> int:
         for row, case_inputs, outcome in zip(rows, inputs, outcomes, strict=True):
             seconds, peak_mb, increase_mb, field = outcome
             fixed, fixed_labels, moving_labels, affine, labels = case_inputs
-            row[method] = {"seconds": seconds, "peak_rss_mb": peak_mb,
-                           "peak_increase_mb": increase_mb,
-                           **score(fixed, fixed_labels, moving_labels, affine, field, labels)}
-            logger.info("%s %-10s Dice %.3f  SDlogJ %.3f  fold %.3f%%  %.2f s  peak %.0f MB "
-                        "(+%.0f MB)", row["case"], method, row[method]["mean_dice"],
-                        row[method]["sdlogj"], row[method]["percent_nonpositive"], seconds,
-                        peak_mb, increase_mb)
+            row[method] = {
+                "seconds": seconds,
+                "peak_rss_mb": peak_mb,
+                "peak_increase_mb": increase_mb,
+                **score(fixed, fixed_labels, moving_labels, affine, field, labels),
+            }
+            logger.info(
+                "%s %-10s Dice %.3f  SDlogJ %.3f  fold %.3f%%  %.2f s  peak %.0f MB (+%.0f MB)",
+                row["case"],
+                method,
+                row[method]["mean_dice"],
+                row[method]["sdlogj"],
+                row[method]["percent_nonpositive"],
+                seconds,
+                peak_mb,
+                increase_mb,
+            )
     table = render(rows, args.preset)
     print(table)
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    (args.out / "results.json").write_text(json.dumps({"preset": args.preset, "machine": machine,
-                                                       "rows": rows}, indent=2))
+    (args.out / "results.json").write_text(
+        json.dumps({"preset": args.preset, "machine": machine, "rows": rows}, indent=2)
+    )
     (args.out / "results.md").write_text(table + "\n")
     return 0
 
@@ -231,17 +257,19 @@ def render(rows: list[dict], preset: str) -> str:
         def m(values):
             return float(np.mean(values))
 
-        return (f"| {name} | {m([r['affine_mean_dice'] for r in rs]):.3f} | "
-                f"{m([o['mean_dice'] for o in ours]):.3f} | {m([c['mean_dice'] for c in ca]):.3f}"
-                f" | {m([o['sdlogj'] for o in ours]):.3f} | {m([c['sdlogj'] for c in ca]):.3f} | "
-                f"{m([o['percent_nonpositive'] for o in ours]):.3f} | "
-                f"{m([c['percent_nonpositive'] for c in ca]):.3f} | "
-                f"{m([o['seconds'] for o in ours]):.2f} | {m([c['seconds'] for c in ca]):.2f} | "
-                f"{m([o['seconds'] for o in ours]) / m([c['seconds'] for c in ca]):.3f} | "
-                f"{max(o['peak_rss_mb'] for o in ours):.0f} "
-                f"(+{max(o['peak_increase_mb'] for o in ours):.0f}) | "
-                f"{max(c['peak_rss_mb'] for c in ca):.0f} "
-                f"(+{max(c['peak_increase_mb'] for c in ca):.0f}) |")
+        return (
+            f"| {name} | {m([r['affine_mean_dice'] for r in rs]):.3f} | "
+            f"{m([o['mean_dice'] for o in ours]):.3f} | {m([c['mean_dice'] for c in ca]):.3f}"
+            f" | {m([o['sdlogj'] for o in ours]):.3f} | {m([c['sdlogj'] for c in ca]):.3f} | "
+            f"{m([o['percent_nonpositive'] for o in ours]):.3f} | "
+            f"{m([c['percent_nonpositive'] for c in ca]):.3f} | "
+            f"{m([o['seconds'] for o in ours]):.2f} | {m([c['seconds'] for c in ca]):.2f} | "
+            f"{m([o['seconds'] for o in ours]) / m([c['seconds'] for c in ca]):.3f} | "
+            f"{max(o['peak_rss_mb'] for o in ours):.0f} "
+            f"(+{max(o['peak_increase_mb'] for o in ours):.0f}) | "
+            f"{max(c['peak_rss_mb'] for c in ca):.0f} "
+            f"(+{max(c['peak_increase_mb'] for c in ca):.0f}) |"
+        )
 
     for row in rows:
         lines.append(line(row["case"], [row]))

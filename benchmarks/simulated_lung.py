@@ -151,8 +151,9 @@ def lung_and_body_masks(hu: np.ndarray, voxel_ml: float) -> tuple[np.ndarray, np
     keep = [i for i, s in tissue_air if s >= 0.1 * largest and s * voxel_ml >= 5.0]
     lung = ndimage.binary_closing(np.isin(labels, keep), iterations=2, border_value=0)
     lung = _fill_slices(lung | np.isin(labels, keep))
-    ambient = np.isin(labels, [i for i, m in zip(ids, medians, strict=True)
-                               if m < -950.0 and border[i]])
+    ambient = np.isin(
+        labels, [i for i, m in zip(ids, medians, strict=True) if m < -950.0 and border[i]]
+    )
     body = ~ndimage.binary_dilation(ambient, iterations=1)
     return lung, body | lung
 
@@ -179,8 +180,9 @@ class _Geometry:
     z: np.ndarray
 
 
-def _lung_shape_maps(lung: np.ndarray, geo: _Geometry, params: SimulationParameters,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _lung_shape_maps(
+    lung: np.ndarray, geo: _Geometry, params: SimulationParameters, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Per axial column (Y, X): lung base height (mm), lung amplitude (mm), outside amplitude.
 
     Also returns the virtual apex height (mm). The outside amplitude is the lung amplitude
@@ -193,17 +195,20 @@ def _lung_shape_maps(lung: np.ndarray, geo: _Geometry, params: SimulationParamet
     first = np.argmax(lung, axis=0)  # lowest (most inferior) lung index per column
     base = geo.z[first]
     # extend the base height to columns without lung (nearest column), then smooth
-    _, (iy, ix) = ndimage.distance_transform_edt(~has, sampling=geo.spacing_zyx[1:],
-                                                 return_indices=True)
+    _, (iy, ix) = ndimage.distance_transform_edt(
+        ~has, sampling=geo.spacing_zyx[1:], return_indices=True
+    )
     base = ndimage.gaussian_filter(base[iy, ix], 10.0 / geo.spacing_zyx[1:], mode="nearest")
-    footprint = ndimage.gaussian_filter(has.astype(np.float64), 15.0 / geo.spacing_zyx[1:],
-                                        mode="nearest")
+    footprint = ndimage.gaussian_filter(
+        has.astype(np.float64), 15.0 / geo.spacing_zyx[1:], mode="nearest"
+    )
     weight = _smoothstep((footprint - 0.1) / 0.5)
     core = _smoothstep((footprint - 0.5) / 0.4)
     span = geo.y[-1] - geo.y[0]
     posterior = 0.75 + 0.25 * (geo.y - geo.y[0]) / span  # y increases posteriorly (LPS)
-    noise = ndimage.gaussian_filter(rng.standard_normal(has.shape), 30.0 / geo.spacing_zyx[1:],
-                                    mode="wrap")
+    noise = ndimage.gaussian_filter(
+        rng.standard_normal(has.shape), 30.0 / geo.spacing_zyx[1:], mode="wrap"
+    )
     noise /= max(float(np.abs(noise).max()), 1e-12)
     amplitude = weight * posterior[:, None] * (1.0 + params.amplitude_variation * noise)
     amplitude = np.clip(amplitude, 0.0, None)
@@ -212,9 +217,15 @@ def _lung_shape_maps(lung: np.ndarray, geo: _Geometry, params: SimulationParamet
     return base, amplitude, amplitude * core, apex
 
 
-def _region_fields(base: np.ndarray, amplitude: np.ndarray, amplitude_out: np.ndarray,
-                   apex: float, ap_mm: float, geo: _Geometry,
-                   params: SimulationParameters) -> tuple[np.ndarray, np.ndarray]:
+def _region_fields(
+    base: np.ndarray,
+    amplitude: np.ndarray,
+    amplitude_out: np.ndarray,
+    apex: float,
+    ap_mm: float,
+    geo: _Geometry,
+    params: SimulationParameters,
+) -> tuple[np.ndarray, np.ndarray]:
     """(u_in, u_out): each region's field on the whole grid, (Z, Y, X, 3) LPS mm.
 
     ``u_x = 0``; ``u_y`` (AP) depends on y only and ``u_z`` (SI) has
@@ -246,8 +257,13 @@ def _source_index(u: np.ndarray, geo: _Geometry) -> np.ndarray:
     """Continuous (z, y, x) source indices of x + u(x) for every voxel, (3, Z, Y, X)."""
     shape = u.shape[:3]
     k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
-    return np.stack([k + u[..., 2] / geo.spacing_zyx[0], j + u[..., 1] / geo.spacing_zyx[1],
-                     i + u[..., 0] / geo.spacing_zyx[2]])
+    return np.stack(
+        [
+            k + u[..., 2] / geo.spacing_zyx[0],
+            j + u[..., 1] / geo.spacing_zyx[1],
+            i + u[..., 0] / geo.spacing_zyx[2],
+        ]
+    )
 
 
 def _crop_box(valid: np.ndarray) -> tuple[slice, slice, slice]:
@@ -273,8 +289,13 @@ def _crop_box(valid: np.ndarray) -> tuple[slice, slice, slice]:
             raise ValueError("cropping the fixed grid to the observable region left nothing")
 
 
-def _landmarks(fixed_hu: np.ndarray, region: np.ndarray, geo: _Geometry,
-               params: SimulationParameters, rng: np.random.Generator) -> np.ndarray:
+def _landmarks(
+    fixed_hu: np.ndarray,
+    region: np.ndarray,
+    geo: _Geometry,
+    params: SimulationParameters,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Landmark voxel indices (N, 3) in (z, y, x) order on the fixed grid."""
     depth = ndimage.distance_transform_edt(region, sampling=geo.spacing_zyx)
     eligible = depth >= params.landmark_margin_mm
@@ -292,8 +313,10 @@ def _landmarks(fixed_hu: np.ndarray, region: np.ndarray, geo: _Geometry,
     chosen: list[int] = []
     chosen_mm = np.empty((0, 3))
     for index, point in enumerate(mm):
-        if chosen_mm.size and np.min(np.sum((chosen_mm - point) ** 2, axis=1)) < \
-                params.landmark_spacing_mm ** 2:
+        if (
+            chosen_mm.size
+            and np.min(np.sum((chosen_mm - point) ** 2, axis=1)) < params.landmark_spacing_mm**2
+        ):
             continue
         chosen.append(index)
         chosen_mm = np.vstack([chosen_mm, point])
@@ -302,8 +325,9 @@ def _landmarks(fixed_hu: np.ndarray, region: np.ndarray, geo: _Geometry,
     return candidates[chosen]
 
 
-def simulate_lung_pair(source, seed: int = 0,
-                       params: SimulationParameters | None = None) -> SimulatedLungPair:
+def simulate_lung_pair(
+    source, seed: int = 0, params: SimulationParameters | None = None
+) -> SimulatedLungPair:
     """Build the simulated pair from a thoracic CT (see the module docstring).
 
     Args:
@@ -317,20 +341,22 @@ def simulate_lung_pair(source, seed: int = 0,
     """
     import itk
 
-    from itk_samconvex.apps.metrics import jacobian_determinant
     from itk_samconvex.edge.space import Grid, scalar_image
+    from itk_samconvex.metrics import jacobian_determinant
 
     params = params or SimulationParameters()
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     grid = Grid.of(source)
     if not np.allclose(grid.direction_matrix, np.eye(3), atol=1e-4):
-        raise ValueError("simulate_lung_pair needs an identity-direction (axial LPS) source; "
-                         "resample it first")
+        raise ValueError(
+            "simulate_lung_pair needs an identity-direction (axial LPS) source; resample it first"
+        )
     hu = np.asarray(itk.array_view_from_image(source), dtype=np.float64)
     spacing_zyx = np.asarray(grid.spacing[::-1], dtype=np.float64)
-    geo = _Geometry(spacing_zyx, *(grid.origin[a] + grid.spacing[a] * np.arange(grid.size[a])
-                                   for a in range(3)))
+    geo = _Geometry(
+        spacing_zyx, *(grid.origin[a] + grid.spacing[a] * np.arange(grid.size[a]) for a in range(3))
+    )
     lung, body = lung_and_body_masks(hu, float(np.prod(spacing_zyx)) / 1000.0)
     base, amplitude, amplitude_out, apex = _lung_shape_maps(lung, geo, params, rng)
     ap_mm = float(rng.uniform(*params.ap_range_mm))
@@ -341,14 +367,16 @@ def simulate_lung_pair(source, seed: int = 0,
     for _ in range(params.partition_iterations):
         u = np.where(region[..., None], u_in, u_out)
         target = _source_index(u, geo)
-        new_region = ndimage.map_coordinates(lung.astype(np.uint8), target, order=0,
-                                             mode="nearest").astype(bool)
+        new_region = ndimage.map_coordinates(
+            lung.astype(np.uint8), target, order=0, mode="nearest"
+        ).astype(bool)
         changed = int((new_region != region).sum())
         region = new_region
     u = np.where(region[..., None], u_in, u_out)
     target = _source_index(u, geo)
-    consistent = ndimage.map_coordinates(lung.astype(np.uint8), target, order=0,
-                                         mode="nearest").astype(bool)
+    consistent = ndimage.map_coordinates(
+        lung.astype(np.uint8), target, order=0, mode="nearest"
+    ).astype(bool)
     mismatch = float(np.sum(consistent != region) / max(int(region.sum()), 1))
 
     det_in = jacobian_determinant(u_in, grid.spacing)
@@ -361,25 +389,29 @@ def simulate_lung_pair(source, seed: int = 0,
     valid = np.all((target >= 0.0) & (target <= upper), axis=0)
     box = _crop_box(valid)
     u_fixed = u[box]
-    fixed_hu = ndimage.map_coordinates(hu, target[(slice(None), *box)], order=3,
-                                       mode="nearest").astype(np.float32)
-    body_fixed = ndimage.map_coordinates(body.astype(np.uint8), target[(slice(None), *box)],
-                                         order=0, mode="nearest").astype(bool)
+    fixed_hu = ndimage.map_coordinates(
+        hu, target[(slice(None), *box)], order=3, mode="nearest"
+    ).astype(np.float32)
+    body_fixed = ndimage.map_coordinates(
+        body.astype(np.uint8), target[(slice(None), *box)], order=0, mode="nearest"
+    ).astype(bool)
     region_fixed = region[box]
     lung_fixed = consistent[box]  # the source lung pulled back: the fixed image's lungs
     offset = np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
-    fixed_grid = Grid(size=(box[2].stop - box[2].start, box[1].stop - box[1].start,
-                            box[0].stop - box[0].start),
-                      spacing=grid.spacing,
-                      origin=tuple(float(v) for v in np.asarray(grid.origin)
-                                   + offset * np.asarray(grid.spacing)),
-                      direction=grid.direction)
+    fixed_grid = Grid(
+        size=(box[2].stop - box[2].start, box[1].stop - box[1].start, box[0].stop - box[0].start),
+        spacing=grid.spacing,
+        origin=tuple(float(v) for v in np.asarray(grid.origin) + offset * np.asarray(grid.spacing)),
+        direction=grid.direction,
+    )
 
     fixed_geo = _Geometry(spacing_zyx, geo.x[box[2]], geo.y[box[1]], geo.z[box[0]])
-    picks = _landmarks(fixed_hu.astype(np.float64), region_fixed & lung_fixed, fixed_geo, params,
-                       rng)
-    fixed_points = np.stack([fixed_geo.x[picks[:, 2]], fixed_geo.y[picks[:, 1]],
-                             fixed_geo.z[picks[:, 0]]], axis=1)
+    picks = _landmarks(
+        fixed_hu.astype(np.float64), region_fixed & lung_fixed, fixed_geo, params, rng
+    )
+    fixed_points = np.stack(
+        [fixed_geo.x[picks[:, 2]], fixed_geo.y[picks[:, 1]], fixed_geo.z[picks[:, 0]]], axis=1
+    )
     moving_points = fixed_points + u_fixed[picks[:, 0], picks[:, 1], picks[:, 2]]
 
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
@@ -390,8 +422,7 @@ def simulate_lung_pair(source, seed: int = 0,
         "virtual_apex_z_mm": apex,
         "max_si_mm": float(u_fixed[..., 2].max()),
         "max_displacement_mm": float(np.linalg.norm(u_fixed, axis=-1).max()),
-        "mean_displacement_lung_mm": float(np.linalg.norm(u_fixed, axis=-1)[region_fixed]
-                                           .mean()),
+        "mean_displacement_lung_mm": float(np.linalg.norm(u_fixed, axis=-1)[region_fixed].mean()),
         "min_det_lung_field_in_lungs": det_min[0],
         "min_det_outside_field_outside_lungs": det_min[1],
         "partition_changed_last_iteration_voxels": changed,
@@ -402,12 +433,18 @@ def simulate_lung_pair(source, seed: int = 0,
         "lung_ml_fixed": float(lung_fixed.sum() * voxel_ml),
         "lung_ml_source": float(lung.sum() * voxel_ml),
         "landmarks": len(picks),
-        "landmark_initial_tre_mm": float(np.linalg.norm(moving_points - fixed_points, axis=1)
-                                         .mean()),
+        "landmark_initial_tre_mm": float(
+            np.linalg.norm(moving_points - fixed_points, axis=1).mean()
+        ),
         "seconds": time.perf_counter() - start,
     }
-    logger.info("simulated lung pair: %d landmarks, max SI %.1f mm, min det %.3f/%.3f, "
-                "%.1f s", len(picks), info["max_si_mm"], *det_min, info["seconds"])
+    logger.info(
+        "simulated lung pair: %d landmarks, max SI %.1f mm, min det %.3f/%.3f, %.1f s",
+        len(picks),
+        info["max_si_mm"],
+        *det_min,
+        info["seconds"],
+    )
     return SimulatedLungPair(
         fixed=scalar_image(fixed_hu, fixed_grid, itk.F),
         moving=scalar_image(hu.astype(np.float32), grid, itk.F),
@@ -457,25 +494,28 @@ def write_pair(pair: SimulatedLungPair, folder: str | Path) -> Path:
     itk.imwrite(pair.moving, str(folder / FILES["moving"]), compression=True)
     itk.imwrite(pair.fixed_labels, str(folder / FILES["fixed_labels"]), compression=True)
     itk.imwrite(pair.moving_labels, str(folder / FILES["moving_labels"]), compression=True)
-    itk.imwrite(vector_image(pair.truth, grid, itk.F), str(folder / FILES["truth"]),
-                compression=True)
-    itk.imwrite(scalar_image(pair.body_mask.astype(np.uint8), grid, itk.UC),
-                str(folder / FILES["body_mask"]), compression=True)
+    itk.imwrite(
+        vector_image(pair.truth, grid, itk.F), str(folder / FILES["truth"]), compression=True
+    )
+    itk.imwrite(
+        scalar_image(pair.body_mask.astype(np.uint8), grid, itk.UC),
+        str(folder / FILES["body_mask"]),
+        compression=True,
+    )
     write_points_csv(folder / FILES["landmarks"], pair.fixed_points, pair.moving_points)
-    (folder / FILES["info"]).write_text(json.dumps(pair.info, indent=2) + "\n",
-                                        encoding="utf-8")
+    (folder / FILES["info"]).write_text(json.dumps(pair.info, indent=2) + "\n", encoding="utf-8")
     return folder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
-                        help="thoracic CT (default: %(default)s)")
+    parser.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE, help="thoracic CT (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--landmarks", type=int, default=SimulationParameters.n_landmarks)
-    parser.add_argument("--diaphragm-mm", type=float,
-                        default=SimulationParameters.diaphragm_mm)
+    parser.add_argument("--diaphragm-mm", type=float, default=SimulationParameters.diaphragm_mm)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import itk

@@ -99,9 +99,13 @@ class Case:
 
     def job(self) -> dict[str, Any]:
         """What a method process needs (plain strings, picklable)."""
-        return {"id": self.id, "fixed": str(self.fixed_path), "moving": str(self.moving_path),
-                "prealigned": str(self.prealigned_path),
-                "affine": str(self.affine_path) if self.affine_path else None}
+        return {
+            "id": self.id,
+            "fixed": str(self.fixed_path),
+            "moving": str(self.moving_path),
+            "prealigned": str(self.prealigned_path),
+            "affine": str(self.affine_path) if self.affine_path else None,
+        }
 
 
 def prealignment_rule(kind: str) -> str:
@@ -117,8 +121,9 @@ def _label_ids(fixed_labels, moving_labels) -> list[int]:
     return sorted(int(v) for v in fixed_ids & moving_ids if v != 0)
 
 
-def _prealign_case(case_id: str, kind: str, fixed, moving, folder: Path,
-                   affine_iterations: int) -> tuple[Any, Path | None, dict[str, Any]]:
+def _prealign_case(
+    case_id: str, kind: str, fixed, moving, folder: Path, affine_iterations: int
+) -> tuple[Any, Path | None, dict[str, Any]]:
     """(A or None, its .h5 path or None, info) for one case; the affine is timed here."""
     import itk
 
@@ -134,8 +139,11 @@ def _prealign_case(case_id: str, kind: str, fixed, moving, folder: Path,
     except Exception as error:  # a failed affine is a result of the robustness case
         info["affine_error"] = f"{type(error).__name__}: {error}"
         info["prealignment"] = "identity (elastix affine failed)"
-        logger.warning("%s: elastix affine failed (%s); running with the identity", case_id,
-                       info["affine_error"])
+        logger.warning(
+            "%s: elastix affine failed (%s); running with the identity",
+            case_id,
+            info["affine_error"],
+        )
         return None, None, info
     info["affine_seconds"] = time.perf_counter() - tick
     path = folder / "affine.h5"
@@ -144,8 +152,9 @@ def _prealign_case(case_id: str, kind: str, fixed, moving, folder: Path,
     return affine, path, info
 
 
-def load_manifest_case(entry: dict[str, Any], root: Path, work: Path,
-                       affine_iterations: int) -> Case:
+def load_manifest_case(
+    entry: dict[str, Any], root: Path, work: Path, affine_iterations: int
+) -> Case:
     """Read one manifest case, pre-align it and write the pre-aligned moving image."""
     import itk
 
@@ -154,8 +163,9 @@ def load_manifest_case(entry: dict[str, Any], root: Path, work: Path,
     fixed_path, moving_path = root / entry["fixed"], root / entry["moving"]
     fixed = itk.imread(str(fixed_path), itk.F)
     moving = itk.imread(str(moving_path), itk.F)
-    affine, affine_path, info = _prealign_case(entry["id"], entry["kind"], fixed, moving, folder,
-                                               affine_iterations)
+    affine, affine_path, info = _prealign_case(
+        entry["id"], entry["kind"], fixed, moving, folder, affine_iterations
+    )
     prealigned_path = folder / "moving_prealigned.nii.gz"
     itk.imwrite(prealign(fixed, moving, affine), str(prealigned_path), compression=True)
     reference = Reference(fixed=fixed, affine=affine)
@@ -167,8 +177,17 @@ def load_manifest_case(entry: dict[str, Any], root: Path, work: Path,
         if entry.get("label_names"):
             table = json.loads((root / entry["label_names"]).read_text())
             names = {label: table.get(str(label), str(label)) for label in reference.labels}
-    return Case(entry["id"], entry["kind"], fixed_path, moving_path, prealigned_path,
-                affine_path, reference, names, info)
+    return Case(
+        entry["id"],
+        entry["kind"],
+        fixed_path,
+        moving_path,
+        prealigned_path,
+        affine_path,
+        reference,
+        names,
+        info,
+    )
 
 
 def simulated_case(source: Path, seed: int, work: Path) -> Case:
@@ -183,21 +202,49 @@ def simulated_case(source: Path, seed: int, work: Path) -> Case:
     write_pair(pair, folder)
     prealigned_path = folder / "moving_prealigned.nii.gz"
     itk.imwrite(prealign(pair.fixed, pair.moving, None), str(prealigned_path), compression=True)
-    reference = Reference(fixed=pair.fixed, affine=None, fixed_labels=pair.fixed_labels,
-                          moving_labels=pair.moving_labels, labels=[1],
-                          fixed_points=pair.fixed_points, moving_points=pair.moving_points,
-                          truth=pair.truth, body_mask=pair.body_mask)
-    info = {"prealignment": prealignment_rule("simulated"), "affine_seconds": None,
-            "affine_error": None, "simulation": pair.info, "source": str(source)}
-    return Case(case_id, "simulated", folder / "fixed.nii.gz", folder / "moving.nii.gz",
-                prealigned_path, None, reference, {1: "lung"}, info)
+    reference = Reference(
+        fixed=pair.fixed,
+        affine=None,
+        fixed_labels=pair.fixed_labels,
+        moving_labels=pair.moving_labels,
+        labels=[1],
+        fixed_points=pair.fixed_points,
+        moving_points=pair.moving_points,
+        truth=pair.truth,
+        body_mask=pair.body_mask,
+    )
+    info = {
+        "prealignment": prealignment_rule("simulated"),
+        "affine_seconds": None,
+        "affine_error": None,
+        "simulation": pair.info,
+        "source": str(source),
+    }
+    return Case(
+        case_id,
+        "simulated",
+        folder / "fixed.nii.gz",
+        folder / "moving.nii.gz",
+        prealigned_path,
+        None,
+        reference,
+        {1: "lung"},
+        info,
+    )
 
 
 # ------------------------------------------------------------------------------- children
 
 
-def _child(method: str, quick: bool, threads: int | None, jobs: list[dict[str, Any]],
-           fields: str, scratch: str, results) -> None:
+def _child(
+    method: str,
+    quick: bool,
+    threads: int | None,
+    jobs: list[dict[str, Any]],
+    fields: str,
+    scratch: str,
+    results,
+) -> None:
     """Run one method on every job in this fresh process; one message per job."""
     # own process group: a timeout then also ends the executables this process started
     os.setpgid(0, 0)
@@ -209,9 +256,14 @@ def _child(method: str, quick: bool, threads: int | None, jobs: list[dict[str, A
     try:
         adapter.warm_up()
     except Exception as error:
-        results.put({"kind": "warm-up", "status": "error",
-                     "error": f"warm-up failed: {type(error).__name__}: {error}",
-                     "traceback": traceback.format_exc()})
+        results.put(
+            {
+                "kind": "warm-up",
+                "status": "error",
+                "error": f"warm-up failed: {type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            }
+        )
         return
     results.put({"kind": "warm-up", "status": "ok", "seconds": time.perf_counter() - tick})
     for job in jobs:
@@ -238,14 +290,20 @@ def _child(method: str, quick: bool, threads: int | None, jobs: list[dict[str, A
                 raise RuntimeError("the field holds NaN or infinite values")
             path = Path(fields) / f"{method}__{job['id']}.npy"
             np.save(path, array)
-            message.update(status="ok", seconds=seconds,
-                           convert_seconds=time.perf_counter() - start,
-                           peak_rss_mb=memory.peak / 2**20,
-                           peak_increase_mb=(memory.peak - memory.baseline) / 2**20,
-                           field=str(path))
+            message.update(
+                status="ok",
+                seconds=seconds,
+                convert_seconds=time.perf_counter() - start,
+                peak_rss_mb=memory.peak / 2**20,
+                peak_increase_mb=(memory.peak - memory.baseline) / 2**20,
+                field=str(path),
+            )
         except Exception as error:
-            message.update(status="error", error=f"{type(error).__name__}: {error}",
-                           traceback=traceback.format_exc())
+            message.update(
+                status="error",
+                error=f"{type(error).__name__}: {error}",
+                traceback=traceback.format_exc(),
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         results.put(message)
@@ -266,8 +324,9 @@ def _receive(results, process, timeout: float) -> dict[str, Any] | None:
     return None
 
 
-def run_method(method: str, cases: list[Case], quick: bool, threads: int | None,
-               timeout: float, work: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def run_method(
+    method: str, cases: list[Case], quick: bool, threads: int | None, timeout: float, work: Path
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Run one method on all cases in fresh processes; returns (per case outcome, method info)."""
     context = mp.get_context("spawn")
     fields = work / "fields"
@@ -279,9 +338,19 @@ def run_method(method: str, cases: list[Case], quick: bool, threads: int | None,
     pending = list(cases)
     while pending:
         results = context.Queue()
-        process = context.Process(target=_child, args=(
-            method, quick, threads, [c.job() for c in pending], str(fields), str(scratch),
-            results), daemon=True)
+        process = context.Process(
+            target=_child,
+            args=(
+                method,
+                quick,
+                threads,
+                [c.job() for c in pending],
+                str(fields),
+                str(scratch),
+                results,
+            ),
+            daemon=True,
+        )
         process.start()
         try:
             # imports under load can be slow: the warm-up gets at least WARM_UP_TIMEOUT_S
@@ -298,10 +367,14 @@ def run_method(method: str, cases: list[Case], quick: bool, threads: int | None,
                 case = pending[0]
                 message = _receive(results, process, timeout)
                 if message is None:
-                    reason = (f"process died (exit code {process.exitcode})" if not
-                              process.is_alive() else f"timed out after {timeout:.0f} s")
-                    logger.error("%s on %s: %s; restarting for the remaining cases", method,
-                                 case.id, reason)
+                    reason = (
+                        f"process died (exit code {process.exitcode})"
+                        if not process.is_alive()
+                        else f"timed out after {timeout:.0f} s"
+                    )
+                    logger.error(
+                        "%s on %s: %s; restarting for the remaining cases", method, case.id, reason
+                    )
                     outcomes[case.id] = {"status": "error", "error": reason}
                     pending.pop(0)
                     info["restarts"] += 1
@@ -309,9 +382,14 @@ def run_method(method: str, cases: list[Case], quick: bool, threads: int | None,
                 outcomes[case.id] = message
                 pending.pop(0)
                 if message["status"] == "ok":
-                    logger.info("%-18s %-36s %8.2f s  peak %6.0f MB (+%.0f)", method, case.id,
-                                message["seconds"], message["peak_rss_mb"],
-                                message["peak_increase_mb"])
+                    logger.info(
+                        "%-18s %-36s %8.2f s  peak %6.0f MB (+%.0f)",
+                        method,
+                        case.id,
+                        message["seconds"],
+                        message["peak_rss_mb"],
+                        message["peak_increase_mb"],
+                    )
                 else:
                     logger.warning("%-18s %-36s error: %s", method, case.id, message["error"])
                     logger.debug("%s", message.get("traceback", ""))
@@ -370,14 +448,17 @@ def _get(results: dict, case: str, method: str, key: str) -> float | None:
     if entry.get("status") != "ok":
         return None
     value = entry.get(key)
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) \
+    return (
+        None
+        if value is None or (isinstance(value, float) and not math.isfinite(value))
         else float(value)
+    )
 
 
 def one_line(text: Any, limit: int = 160) -> str:
     """An error message fit for a markdown table cell: one line, no pipes, at most ``limit``."""
     flat = " ".join(str(text).replace("|", "/").split())
-    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -396,16 +477,24 @@ def common_cases(report: dict[str, Any]) -> list[str]:
     everywhere (e.g. its warm-up failed) is reported as such but does not empty the means.
     """
     cases = [case for case in report["cases"] if case not in ROBUSTNESS_CASES]
-    worked = [m for m, info in report["methods"].items() if info["available"] and any(
-        report["results"][case].get(m, {}).get("status") == "ok" for case in report["cases"])]
-    return [case for case in cases
-            if all(report["results"][case].get(m, {}).get("status") == "ok" for m in worked)]
+    worked = [
+        m
+        for m, info in report["methods"].items()
+        if info["available"]
+        and any(
+            report["results"][case].get(m, {}).get("status") == "ok" for case in report["cases"]
+        )
+    ]
+    return [
+        case
+        for case in cases
+        if all(report["results"][case].get(m, {}).get("status") == "ok" for m in worked)
+    ]
 
 
 def best_peer(report: dict[str, Any], case: str, key: str, lower: bool) -> tuple[str, float] | None:
     """(peer, value) with the best ``key`` on ``case`` among the peers that ran."""
-    values = [(m, _get(report["results"], case, m, key)) for m in PEERS
-              if m in report["methods"]]
+    values = [(m, _get(report["results"], case, m, key)) for m in PEERS if m in report["methods"]]
     values = [(m, v) for m, v in values if v is not None]
     if not values:
         return None
@@ -415,8 +504,14 @@ def best_peer(report: dict[str, Any], case: str, key: str, lower: bool) -> tuple
 def headline(report: dict[str, Any]) -> str | None:
     """Our variant compared with the peers: ``HEADLINE`` if it returned a field on some case,
     else the first of ours that did (None if none did)."""
-    ran = [m for m in (HEADLINE, *OURS) if m in report["methods"] and any(
-        report["results"][case].get(m, {}).get("status") == "ok" for case in report["cases"])]
+    ran = [
+        m
+        for m in (HEADLINE, *OURS)
+        if m in report["methods"]
+        and any(
+            report["results"][case].get(m, {}).get("status") == "ok" for case in report["cases"]
+        )
+    ]
     return ran[0] if ran else None
 
 
@@ -428,11 +523,14 @@ def _summary_lines(report: dict[str, Any], heading: str) -> list[str]:
     cases = list(report["cases"])
     common = common_cases(report)
     sims = [c for c in cases if report["cases"][c]["kind"] == "simulated"]
-    lines = [f"{heading} Summary (mean over the {len(common)} cases where every method that "
-             "worked returned a field; robustness cases excluded)", "",
-             "| method | cases ok / run | mean Dice | mean HD95 mm | TRE mm (sim) | EPE mm (sim) "
-             "| mean SDlogJ | mean % det<=0 | mean s | total s | max peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{heading} Summary (mean over the {len(common)} cases where every method that "
+        "worked returned a field; robustness cases excluded)",
+        "",
+        "| method | cases ok / run | mean Dice | mean HD95 mm | TRE mm (sim) | EPE mm (sim) "
+        "| mean SDlogJ | mean % det<=0 | mean s | total s | max peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in methods:
         if not report["methods"][m]["available"]:
             lines.append(f"| {labels[m]} | not run | | | | | | | | | |")
@@ -450,7 +548,8 @@ def _summary_lines(report: dict[str, Any], heading: str) -> list[str]:
             f"{_fmt(mean('epe_mean', sims), 2)} | {_fmt(mean('sdlogj', common))} | "
             f"{_fmt(mean('percent_nonpositive', common))} | {_fmt(mean('seconds', common), 2)} "
             f"| {_fmt(sum(t for t in times if t is not None), 1)} | "
-            f"{_fmt(max((p for p in peaks if p is not None), default=None), 0)} |")
+            f"{_fmt(max((p for p in peaks if p is not None), default=None), 0)} |"
+        )
     return lines
 
 
@@ -466,13 +565,16 @@ def _comparison_lines(report: dict[str, Any], heading: str) -> list[str]:
     if ours is None:
         return []
     peers = [m for m in PEERS if m in methods and report["methods"][m]["available"]]
-    lines = [f"{heading} {labels[ours]} against each peer", "",
-             "Per peer over the common cases: mean Dice difference (ours − peer), cases where "
-             "ours has the higher Dice, geometric mean of the wall-time ratio (ours / peer; "
-             "< 1 = ours faster), TRE difference on the simulated case (mm, < 0 = ours better).",
-             "",
-             "| peer | mean ΔDice | ours better | time ratio (geo. mean) | ΔTRE mm (sim) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"{heading} {labels[ours]} against each peer",
+        "",
+        "Per peer over the common cases: mean Dice difference (ours − peer), cases where "
+        "ours has the higher Dice, geometric mean of the wall-time ratio (ours / peer; "
+        "< 1 = ours faster), TRE difference on the simulated case (mm, < 0 = ours better).",
+        "",
+        "| peer | mean ΔDice | ours better | time ratio (geo. mean) | ΔTRE mm (sim) |",
+        "|---|---|---|---|---|",
+    ]
     for peer in peers:
         deltas, wins, ratios, tre = [], 0, [], []
         for c in common:
@@ -488,15 +590,22 @@ def _comparison_lines(report: dict[str, Any], heading: str) -> list[str]:
             if a is not None and b is not None:
                 tre.append(a - b)
         ratio = math.exp(np.mean(ratios)) if ratios else None
-        lines.append(f"| {labels[peer]} | {_fmt(_mean(deltas))} | {wins} / {len(deltas)} | "
-                     f"{_fmt(ratio, 3)} | {_fmt(_mean(tre), 2)} |")
-    lines += ["", f"{heading}# Per case: {labels[ours]} against the best peer; wall-time ratios",
-              "",
-              "ΔDice = ours − best peer by Dice; ΔTRE = ours − best peer by TRE (mm, lower is "
-              "better); ratio = ours time / peer time (< 1 = ours faster).", "",
-              "| case | best peer (Dice) | ΔDice | best peer (TRE) | ΔTRE mm | "
-              + " | ".join(f"ratio vs {labels[p]}" for p in peers) + " |",
-              "|---|---|---|---|---|" + "---|" * len(peers)]
+        lines.append(
+            f"| {labels[peer]} | {_fmt(_mean(deltas))} | {wins} / {len(deltas)} | "
+            f"{_fmt(ratio, 3)} | {_fmt(_mean(tre), 2)} |"
+        )
+    lines += [
+        "",
+        f"{heading}# Per case: {labels[ours]} against the best peer; wall-time ratios",
+        "",
+        "ΔDice = ours − best peer by Dice; ΔTRE = ours − best peer by TRE (mm, lower is "
+        "better); ratio = ours time / peer time (< 1 = ours faster).",
+        "",
+        "| case | best peer (Dice) | ΔDice | best peer (TRE) | ΔTRE mm | "
+        + " | ".join(f"ratio vs {labels[p]}" for p in peers)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(peers),
+    ]
     for c in cases:
         mine = _get(results, c, ours, "mean_dice")
         bd = best_peer(report, c, "mean_dice", lower=False)
@@ -508,9 +617,11 @@ def _comparison_lines(report: dict[str, Any], heading: str) -> list[str]:
         for p in peers:
             ta, tb = _get(results, c, ours, "seconds"), _get(results, c, p, "seconds")
             ratios_text.append(_fmt(ta / tb, 3) if ta and tb else "—")
-        lines.append(f"| {c} | {labels[bd[0]] + f' ({bd[1]:.3f})' if bd else '—'} | "
-                     f"{_fmt(d_dice)} | {labels[bt[0]] + f' ({bt[1]:.2f})' if bt else '—'} | "
-                     f"{_fmt(d_tre, 2)} | " + " | ".join(ratios_text) + " |")
+        lines.append(
+            f"| {c} | {labels[bd[0]] + f' ({bd[1]:.3f})' if bd else '—'} | "
+            f"{_fmt(d_dice)} | {labels[bt[0]] + f' ({bt[1]:.2f})' if bt else '—'} | "
+            f"{_fmt(d_tre, 2)} | " + " | ".join(ratios_text) + " |"
+        )
     return lines
 
 
@@ -520,16 +631,23 @@ def _full_table_lines(report: dict[str, Any], heading: str) -> list[str]:
     labels = {m: report["methods"][m]["label"] for m in methods}
     results = report["results"]
     cases = list(report["cases"])
-    lines = [f"{heading} Full table (every case x method)", "",
-             "| case | method | Dice | HD95 mm | TRE mm | EPE mm | SDlogJ | % det<=0 | s | "
-             "peak MB (+call) | status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{heading} Full table (every case x method)",
+        "",
+        "| case | method | Dice | HD95 mm | TRE mm | EPE mm | SDlogJ | % det<=0 | s | "
+        "peak MB (+call) | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in cases:
         for m in methods:
             entry = results[c].get(m, {})
             status = entry.get("status", "—")
             if status == "ok":
-                memory = (f"{entry['peak_rss_mb']:.0f} (+{entry['peak_increase_mb']:.0f})"
-                          if entry.get("peak_rss_mb") is not None else "—")
+                memory = (
+                    f"{entry['peak_rss_mb']:.0f} (+{entry['peak_increase_mb']:.0f})"
+                    if entry.get("peak_rss_mb") is not None
+                    else "—"
+                )
                 lines.append(
                     f"| {c} | {labels[m]} | {_fmt(_get(results, c, m, 'mean_dice'))} | "
                     f"{_fmt(_get(results, c, m, 'mean_hd95'), 2)} | "
@@ -537,7 +655,8 @@ def _full_table_lines(report: dict[str, Any], heading: str) -> list[str]:
                     f"{_fmt(_get(results, c, m, 'epe_mean'), 2)} | "
                     f"{_fmt(_get(results, c, m, 'sdlogj'))} | "
                     f"{_fmt(_get(results, c, m, 'percent_nonpositive'))} | "
-                    f"{_fmt(_get(results, c, m, 'seconds'), 2)} | {memory} | ok |")
+                    f"{_fmt(_get(results, c, m, 'seconds'), 2)} | {memory} | ok |"
+                )
             else:
                 error = one_line(entry.get("error", entry.get("reason", "")))
                 lines.append(f"| {c} | {labels[m]} | | | | | | | | | {status}: {error} |")
@@ -545,53 +664,82 @@ def _full_table_lines(report: dict[str, Any], heading: str) -> list[str]:
         if report["cases"][c]["kind"] != "simulated":
             continue
         sim = report["cases"][c].get("simulation", {})
-        lines += ["", f"Simulated case {c}: {sim.get('landmarks')} landmarks in the lungs, "
-                  f"initial TRE {_fmt(sim.get('landmark_initial_tre_mm'), 2)} mm, max SI motion "
-                  f"{_fmt(sim.get('max_si_mm'), 1)} mm, AP expansion "
-                  f"{_fmt(sim.get('ap_expansion_mm'), 1)} mm (seed {sim.get('seed')})."]
+        lines += [
+            "",
+            f"Simulated case {c}: {sim.get('landmarks')} landmarks in the lungs, "
+            f"initial TRE {_fmt(sim.get('landmark_initial_tre_mm'), 2)} mm, max SI motion "
+            f"{_fmt(sim.get('max_si_mm'), 1)} mm, AP expansion "
+            f"{_fmt(sim.get('ap_expansion_mm'), 1)} mm (seed {sim.get('seed')}).",
+        ]
     return lines
 
 
 def _run_lines(report: dict[str, Any]) -> list[str]:
-    return [f"Command: `{report['command']}`  ",
-            f"Run: {report['started']} to {report['finished']} (UTC)  ",
-            f"Machine: {machine_line(report['machine'])}  ",
-            f"Settings: quick={report['settings']['quick']}, threads="
-            f"{report['settings']['threads'] or 'library default (all cores)'}, per-case "
-            f"time limit {_timeout_text(report['settings']['timeout'])}"]
+    return [
+        f"Command: `{report['command']}`  ",
+        f"Run: {report['started']} to {report['finished']} (UTC)  ",
+        f"Machine: {machine_line(report['machine'])}  ",
+        f"Settings: quick={report['settings']['quick']}, threads="
+        f"{report['settings']['threads'] or 'library default (all cores)'}, per-case "
+        f"time limit {_timeout_text(report['settings']['timeout'])}",
+    ]
 
 
 def _timeout_text(timeout: float | None) -> str:
     return "per method (methods table)" if timeout is None else f"{timeout:.0f} s"
 
 
-_LEGEND = ("Times are the registration call alone (seconds, same run, one fresh process per "
-           "method after a warm-up); peak MB is the resident memory of the method's process "
-           "during the call (+ its increase over the call). Dice/HD95 over the labels of each "
-           "case (labels warped through A o (id + u), nearest neighbour); TRE/EPE only on the "
-           "simulated case (known truth); SDlogJ (plain) and % det<=0 of x + u(x) on the fixed "
-           "grid.")
+_LEGEND = (
+    "Times are the registration call alone (seconds, same run, one fresh process per "
+    "method after a warm-up); peak MB is the resident memory of the method's process "
+    "during the call (+ its increase over the call). Dice/HD95 over the labels of each "
+    "case (labels warped through A o (id + u), nearest neighbour); TRE/EPE only on the "
+    "simulated case (known truth); SDlogJ (plain) and % det<=0 of x + u(x) on the fixed "
+    "grid."
+)
 
 
 def render(report: dict[str, Any]) -> str:
     """The markdown report: machine, methods, pre-alignment, summary, comparison, full table."""
-    lines = ["# itk-samconvex benchmark suite", "", *_run_lines(report), "", _LEGEND, "",
-             "## Methods", "", "| method | status | settings | time limit per case |",
-             "|---|---|---|---|"]
+    lines = [
+        "# itk-samconvex benchmark suite",
+        "",
+        *_run_lines(report),
+        "",
+        _LEGEND,
+        "",
+        "## Methods",
+        "",
+        "| method | status | settings | time limit per case |",
+        "|---|---|---|---|",
+    ]
     for info in report["methods"].values():
         status = "ran" if info["available"] else f"not run: {info['reason']}"
         limit = f"{info['timeout_s']:.0f} s" if info.get("timeout_s") else "—"
         lines.append(f"| {info['label']} | {status} | {info['settings']} | {limit} |")
-    lines += ["", "## Pre-alignment (shared by all methods)", "",
-              "Rule: identity for pairs from one scanner frame (4DCT phases, the simulated pair), "
-              "otherwise one itk-elastix affine per case (not part of any method's time).", "",
-              "| case | pre-alignment | affine s | note |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Pre-alignment (shared by all methods)",
+        "",
+        "Rule: identity for pairs from one scanner frame (4DCT phases, the simulated pair), "
+        "otherwise one itk-elastix affine per case (not part of any method's time).",
+        "",
+        "| case | pre-alignment | affine s | note |",
+        "|---|---|---|---|",
+    ]
     for case, info in report["cases"].items():
         note = one_line(info.get("affine_error") or "")
-        lines.append(f"| {case} | {info['prealignment']} | {_fmt(info.get('affine_seconds'), 1)}"
-                     f" | {note} |")
-    lines += ["", *_summary_lines(report, "##"), "", *_comparison_lines(report, "##"), "",
-              *_full_table_lines(report, "##")]
+        lines.append(
+            f"| {case} | {info['prealignment']} | {_fmt(info.get('affine_seconds'), 1)} | {note} |"
+        )
+    lines += [
+        "",
+        *_summary_lines(report, "##"),
+        "",
+        *_comparison_lines(report, "##"),
+        "",
+        *_full_table_lines(report, "##"),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -601,12 +749,23 @@ def render_readme_section(report: dict[str, Any], figures: list[str], out: Path)
         where = out.resolve().relative_to(REPO_ROOT)
     except ValueError:
         where = out.resolve()
-    lines = ["## Benchmark", "",
-             "All methods get the same inputs and the same pre-alignment; see "
-             "[benchmarks/README.md](benchmarks/README.md) for the protocol and "
-             f"[{where}/results.md]({where}/results.md) for the full table (every case x "
-             "method).", "", *_run_lines(report), "", _LEGEND, "",
-             *_summary_lines(report, "###"), "", *_comparison_lines(report, "###"), ""]
+    lines = [
+        "## Benchmark",
+        "",
+        "All methods get the same inputs and the same pre-alignment; see "
+        "[benchmarks/README.md](benchmarks/README.md) for the protocol and "
+        f"[{where}/results.md]({where}/results.md) for the full table (every case x "
+        "method).",
+        "",
+        *_run_lines(report),
+        "",
+        _LEGEND,
+        "",
+        *_summary_lines(report, "###"),
+        "",
+        *_comparison_lines(report, "###"),
+        "",
+    ]
     lines += [f"![{name}]({where}/{name})" for name in figures]
     return "\n".join(lines) + "\n"
 
@@ -614,10 +773,15 @@ def render_readme_section(report: dict[str, Any], figures: list[str], out: Path)
 # ------------------------------------------------------------------------------- figures
 
 _STYLE = {  # method -> (marker, colour)
-    "ours-default": ("o", "#d62728"), "ours-default-noio": ("o", "#ff9896"),
-    "ours-paper": ("P", "#9467bd"), "ours-paper-noio": ("P", "#c5b0d5"),
-    "convexadam": ("s", "#1f77b4"), "elastix-bspline": ("^", "#2ca02c"),
-    "ants-syn": ("D", "#ff7f0e"), "niftyreg-f3d": ("v", "#8c564b"), "identity": ("x", "#7f7f7f"),
+    "ours-default": ("o", "#d62728"),
+    "ours-default-noio": ("o", "#ff9896"),
+    "ours-paper": ("P", "#9467bd"),
+    "ours-paper-noio": ("P", "#c5b0d5"),
+    "convexadam": ("s", "#1f77b4"),
+    "elastix-bspline": ("^", "#2ca02c"),
+    "ants-syn": ("D", "#ff7f0e"),
+    "niftyreg-f3d": ("v", "#8c564b"),
+    "identity": ("x", "#7f7f7f"),
 }
 
 
@@ -634,24 +798,46 @@ def plot_dice_vs_runtime(report: dict[str, Any], path: Path) -> bool:
     for m, info in report["methods"].items():
         if not info["available"]:
             continue
-        points = [(_get(results, c, m, "seconds"), _get(results, c, m, "mean_dice"), c)
-                  for c in pool]
+        points = [
+            (_get(results, c, m, "seconds"), _get(results, c, m, "mean_dice"), c) for c in pool
+        ]
         points = [(t, d, c) for t, d, c in points if t is not None and d is not None]
         if not points:
             continue
         marker, colour = _STYLE.get(m, ("o", "k"))
         if m == "identity":
             mean_dice = _mean([d for _, d, c in points if c in common]) or _mean(
-                [d for _, d, _ in points])
-            axes.axhline(mean_dice, color=colour, linestyle="--", linewidth=1.0,
-                         label=f"{info['label']} (mean)")
+                [d for _, d, _ in points]
+            )
+            axes.axhline(
+                mean_dice,
+                color=colour,
+                linestyle="--",
+                linewidth=1.0,
+                label=f"{info['label']} (mean)",
+            )
             continue
-        axes.scatter([t for t, _, _ in points], [d for _, d, _ in points], marker=marker,
-                     color=colour, alpha=0.25, s=22, linewidths=0)
+        axes.scatter(
+            [t for t, _, _ in points],
+            [d for _, d, _ in points],
+            marker=marker,
+            color=colour,
+            alpha=0.25,
+            s=22,
+            linewidths=0,
+        )
         chosen = [(t, d) for t, d, c in points if c in common] or [(t, d) for t, d, _ in points]
-        axes.scatter([float(np.mean([t for t, _ in chosen]))],
-                     [float(np.mean([d for _, d in chosen]))], marker=marker, color=colour,
-                     s=110, edgecolors="black", linewidths=0.8, label=info["label"], zorder=3)
+        axes.scatter(
+            [float(np.mean([t for t, _ in chosen]))],
+            [float(np.mean([d for _, d in chosen]))],
+            marker=marker,
+            color=colour,
+            s=110,
+            edgecolors="black",
+            linewidths=0.8,
+            label=info["label"],
+            zorder=3,
+        )
         plotted = True
     if not plotted:
         return False
@@ -681,17 +867,28 @@ def plot_organ_dice(report: dict[str, Any], cases: list[Case], path: Path) -> bo
     for index, m in enumerate(methods):
         means, spreads = [], []
         for label in labels:
-            values = [report["results"][c.id].get(m, {}).get("dice", {}).get(str(label))
-                      for c in headneck if report["results"][c.id].get(m, {}).get("status")
-                      == "ok"]
+            values = [
+                report["results"][c.id].get(m, {}).get("dice", {}).get(str(label))
+                for c in headneck
+                if report["results"][c.id].get(m, {}).get("status") == "ok"
+            ]
             values = [v for v in values if v is not None and math.isfinite(v)]
             means.append(float(np.mean(values)) if values else np.nan)
             spreads.append(float(np.std(values)) if values else 0.0)
         x = np.arange(len(labels)) + (index - (len(methods) - 1) / 2) * width
-        axes.bar(x, means, width, yerr=spreads, capsize=2, color=_STYLE.get(m, ("o", "k"))[1],
-                 label=report["methods"][m]["label"], error_kw={"linewidth": 0.6})
-    axes.set_xticks(np.arange(len(labels)), [names.get(label, str(label)) for label in labels],
-                    rotation=20)
+        axes.bar(
+            x,
+            means,
+            width,
+            yerr=spreads,
+            capsize=2,
+            color=_STYLE.get(m, ("o", "k"))[1],
+            label=report["methods"][m]["label"],
+            error_kw={"linewidth": 0.6},
+        )
+    axes.set_xticks(
+        np.arange(len(labels)), [names.get(label, str(label)) for label in labels], rotation=20
+    )
     axes.set_ylabel("Dice (mean ± std over cases)")
     axes.set_ylim(0.0, 1.0)
     axes.set_title(f"Per-organ Dice over {len(headneck)} head-neck case(s), mean ± std")
@@ -718,34 +915,67 @@ def select_cases(manifest: dict[str, Any], wanted: list[str]) -> list[dict[str, 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST,
-                        help="cases manifest; paths in it are relative to its folder "
-                             "(default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("results/suite"),
-                        help="results folder (default: %(default)s)")
-    parser.add_argument("--cases", nargs="+", default=["all"],
-                        help="'all', kinds (lung, abdomen, headneck, simulated) or case ids")
-    parser.add_argument("--methods", nargs="+", default=["all"],
-                        help=f"'all' or any of: {', '.join(ALL_METHODS)}")
-    parser.add_argument("--no-simulated", action="store_true",
-                        help="leave out the simulated lung case")
-    parser.add_argument("--simulated-source", type=Path, default=None,
-                        help="thoracic CT for the simulated case (default: the manifest's "
-                             "unlabeled/ibsi_pat1_lung_ct.nii.gz)")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=DEFAULT_MANIFEST,
+        help="cases manifest; paths in it are relative to its folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/suite"),
+        help="results folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["all"],
+        help="'all', kinds (lung, abdomen, headneck, simulated) or case ids",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=["all"], help=f"'all' or any of: {', '.join(ALL_METHODS)}"
+    )
+    parser.add_argument(
+        "--no-simulated", action="store_true", help="leave out the simulated lung case"
+    )
+    parser.add_argument(
+        "--simulated-source",
+        type=Path,
+        default=None,
+        help="thoracic CT for the simulated case (default: the manifest's "
+        "unlabeled/ibsi_pat1_lung_ct.nii.gz)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated case")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: fewer iterations for the peers (results not "
-                             "comparable with a full run)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads per method (default: each library's default, i.e. all "
-                             "cores)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per case and method before the process is killed "
-                             "(default: each method's own limit, see benchmarks/README.md)")
-    parser.add_argument("--affine-iterations", type=int, default=500,
-                        help="elastix affine iterations per resolution")
-    parser.add_argument("--keep-work", action="store_true",
-                        help="keep OUT/work (pre-aligned images, affines, simulated case)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: fewer iterations for the peers (results not comparable with a full run)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per method (default: each library's default, i.e. all cores)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per case and method before the process is killed "
+        "(default: each method's own limit, see benchmarks/README.md)",
+    )
+    parser.add_argument(
+        "--affine-iterations",
+        type=int,
+        default=500,
+        help="elastix affine iterations per resolution",
+    )
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep OUT/work (pre-aligned images, affines, simulated case)",
+    )
     return parser
 
 
@@ -753,8 +983,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = datetime.datetime.now(datetime.UTC)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(
-        argv if argv is not None else sys.argv[1:])])
+    command = "python " + " ".join(
+        shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+    )
     methods = list(ALL_METHODS) if args.methods == ["all"] else args.methods
     for m in methods:
         make_adapter(m)  # validates the name
@@ -778,23 +1009,38 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no case selected")
 
     report: dict[str, Any] = {
-        "command": command, "started": started.strftime("%Y-%m-%d %H:%M"),
+        "command": command,
+        "started": started.strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(),
-        "settings": {"quick": args.quick, "threads": args.threads, "timeout": args.timeout,
-                     "seed": args.seed, "manifest": str(manifest_path),
-                     "robustness_cases": list(ROBUSTNESS_CASES)},
+        "settings": {
+            "quick": args.quick,
+            "threads": args.threads,
+            "timeout": args.timeout,
+            "seed": args.seed,
+            "manifest": str(manifest_path),
+            "robustness_cases": list(ROBUSTNESS_CASES),
+        },
         "methods": {},
-        "cases": {c.id: {"kind": c.kind, **c.info,
-                         "labels": {str(k): v for k, v in c.label_names.items()}}
-                  for c in cases},
+        "cases": {
+            c.id: {
+                "kind": c.kind,
+                **c.info,
+                "labels": {str(k): v for k, v in c.label_names.items()},
+            }
+            for c in cases
+        },
         "results": {c.id: {} for c in cases},
     }
     for m in methods:
         adapter = make_adapter(m, quick=args.quick, threads=args.threads)
         reason = adapter.unavailable()
-        report["methods"][m] = {"label": adapter.label, "peer": adapter.peer,
-                                "available": reason is None, "reason": reason,
-                                "settings": adapter.describe()}
+        report["methods"][m] = {
+            "label": adapter.label,
+            "peer": adapter.peer,
+            "available": reason is None,
+            "reason": reason,
+            "settings": adapter.describe(),
+        }
         if reason is not None:
             logger.warning("%s not run: %s", m, reason)
             for c in cases:
@@ -819,8 +1065,9 @@ def main(argv: list[str] | None = None) -> int:
     if figures:
         table += "\n" + "\n".join(f"![{name}]({name})" for name in figures) + "\n"
     (out / "results.md").write_text(table, encoding="utf-8")
-    (out / "readme_section.md").write_text(render_readme_section(report, figures, out),
-                                           encoding="utf-8")
+    (out / "readme_section.md").write_text(
+        render_readme_section(report, figures, out), encoding="utf-8"
+    )
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     print(table)

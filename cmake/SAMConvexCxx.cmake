@@ -1,68 +1,60 @@
-# C++ front end of itk-samconvex: finds ITK and libtorch and defines the interface target
-# SAMConvex::Filter (the header-only itk::SAMConvexRegistrationFilter plus its dependencies).
+# C++ front end of itk-samconvex for any CMake project: `include(<repo>/cmake/SAMConvexCxx.cmake)`
+# finds ITK and libtorch and defines the interface target SAMConvex::Filter (the header-only
+# itk::SAMConvexRegistrationFilter plus its dependencies); link your targets to it.
+#
+# It is also how this repository builds the ITK module SAMConvex stand-alone against an ITK
+# install tree that has no ITKModuleExternal.cmake (Debian's libinsighttoolkit5-dev): the ITK
+# components come from the module descriptor itk-module.cmake (DEPENDS and TEST_DEPENDS, so
+# the image and transform IO of the tests and the example are there too).
 #
 # ITK: any ITK 5.2+ (Debian/Ubuntu: `apt-get install libinsighttoolkit5-dev`), found by
 #   find_package(ITK); set ITK_DIR for another build.
-# libtorch: the one inside the installed torch wheel (same version as `samconvex export`, which
-#   the AOTInductor package needs), found through the Python interpreter of the environment
-#   that has torch (SAMCONVEX_PYTHON, default: the first python3 on PATH / the active venv);
-#   set Torch_DIR or CMAKE_PREFIX_PATH to use another libtorch of the same version.
+# libtorch: see cmake/SAMConvexTorch.cmake (SAMCONVEX_PYTHON, Torch_DIR).
+# Needs the C and C++ languages enabled (Debian's ITK config try-compiles C for FindHDF5).
 
-set(CMAKE_CXX_STANDARD 17)
-set(CMAKE_CXX_STANDARD_REQUIRED ON)
-set(CMAKE_CXX_EXTENSIONS OFF)
-if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
-  set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
-endif()
+include_guard(GLOBAL)
+include("${CMAKE_CURRENT_LIST_DIR}/SAMConvexTorch.cmake")
 
-if(NOT SAMCONVEX_PYTHON)
-  set(Python3_FIND_VIRTUALENV FIRST)
-  find_package(Python3 COMPONENTS Interpreter)
-  if(Python3_FOUND)
-    set(SAMCONVEX_PYTHON "${Python3_EXECUTABLE}")
-  endif()
+# Read the descriptor. Without ITK's module macros, a stand-in itk_module() records the same
+# variables ITK's does (ITK_MODULE_SAMConvex_DEPENDS, ITK_MODULE_SAMConvex-Test_DEPENDS).
+if(NOT COMMAND itk_module)
+  macro(itk_module _name)
+    set(_samconvex_doing "")
+    set(ITK_MODULE_${_name}_DEPENDS "")
+    set(ITK_MODULE_${_name}-Test_DEPENDS "${_name}")
+    foreach(_samconvex_arg ${ARGN})
+      if(_samconvex_arg MATCHES "^((|COMPILE_|PRIVATE_|TEST_)DEPENDS|DESCRIPTION)$")
+        set(_samconvex_doing "${_samconvex_arg}")
+      elseif(_samconvex_arg MATCHES "^(EXCLUDE_FROM_DEFAULT|ENABLE_SHARED)$")
+        set(_samconvex_doing "")
+      elseif(_samconvex_doing STREQUAL "TEST_DEPENDS")
+        list(APPEND ITK_MODULE_${_name}-Test_DEPENDS "${_samconvex_arg}")
+      elseif(_samconvex_doing MATCHES "DEPENDS$")
+        list(APPEND ITK_MODULE_${_name}_DEPENDS "${_samconvex_arg}")
+      elseif(_samconvex_doing STREQUAL "DESCRIPTION")
+        set(ITK_MODULE_${_name}_DESCRIPTION "${_samconvex_arg}")
+        set(_samconvex_doing "")
+      endif()
+    endforeach()
+  endmacro()
 endif()
-set(SAMCONVEX_PYTHON "${SAMCONVEX_PYTHON}" CACHE FILEPATH
-    "Python with torch and itk-samconvex (finds libtorch; runs the reference scripts of the tests)")
+include("${SAMCONVEX_SOURCE_ROOT}/itk-module.cmake")
+set(SAMCONVEX_ITK_COMPONENTS ${ITK_MODULE_SAMConvex_DEPENDS} ${ITK_MODULE_SAMConvex-Test_DEPENDS})
+list(REMOVE_ITEM SAMCONVEX_ITK_COMPONENTS SAMConvex)
+list(REMOVE_DUPLICATES SAMCONVEX_ITK_COMPONENTS)
 
-if(NOT Torch_DIR AND SAMCONVEX_PYTHON)
-  execute_process(
-    COMMAND "${SAMCONVEX_PYTHON}" -c "import torch; print(torch.utils.cmake_prefix_path)"
-    OUTPUT_VARIABLE _samconvex_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE
-    RESULT_VARIABLE _samconvex_torch_result ERROR_QUIET)
-  if(_samconvex_torch_result EQUAL 0 AND _samconvex_torch_prefix)
-    list(APPEND CMAKE_PREFIX_PATH "${_samconvex_torch_prefix}")
-  endif()
-endif()
-find_package(Torch)
-if(NOT Torch_FOUND)
-  message(FATAL_ERROR
-    "SAMCONVEX_BUILD_CXX needs libtorch: install the torch wheel in the Python environment "
-    "(pip install torch==2.13.0) and pass -DSAMCONVEX_PYTHON=/path/to/that/python, or set "
-    "Torch_DIR to <libtorch>/share/cmake/Torch (same version as `samconvex export`).")
-endif()
-
-find_package(ITK REQUIRED COMPONENTS
-  ITKCommon ITKDisplacementField ITKImageFilterBase ITKImageFunction ITKImageGrid
-  ITKImageIntensity ITKSmoothing ITKTransform
-  ITKIOImageBase ITKIOMeta ITKIONIFTI ITKIONRRD
-  ITKIOTransformBase ITKIOTransformHDF5 ITKIOTransformInsightLegacy ITKIOTransformMatlab)
+find_package(ITK REQUIRED COMPONENTS ${SAMCONVEX_ITK_COMPONENTS})
 include(${ITK_USE_FILE})
 if(ITK_VERSION VERSION_LESS 5.2)
   message(FATAL_ERROR "itk::SAMConvexRegistrationFilter needs ITK 5.2 or newer (found ${ITK_VERSION}).")
 endif()
 message(STATUS "SAMConvex C++: ITK ${ITK_VERSION}, libtorch ${Torch_VERSION}, Python ${SAMCONVEX_PYTHON}")
 
-get_filename_component(_samconvex_root "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
-add_library(SAMConvexFilter INTERFACE)
-add_library(SAMConvex::Filter ALIAS SAMConvexFilter)
-target_include_directories(SAMConvexFilter INTERFACE "${_samconvex_root}/include")
-target_link_libraries(SAMConvexFilter INTERFACE ${ITK_LIBRARIES} ${TORCH_LIBRARIES})
-target_compile_features(SAMConvexFilter INTERFACE cxx_std_17)
-if(TORCH_CXX_FLAGS)
-  separate_arguments(_samconvex_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
-  target_compile_options(SAMConvexFilter INTERFACE ${_samconvex_torch_flags})
-endif()
-install(FILES "${_samconvex_root}/include/itkSAMConvexRegistrationFilter.h"
-              "${_samconvex_root}/include/itkSAMConvexRegistrationFilter.hxx"
+samconvex_filter_target(${ITK_LIBRARIES})
+# what the tests and the example link besides SAMConvex::Filter (here: the same ITK libraries)
+set(SAMCONVEX_TEST_LIBRARIES ${ITK_LIBRARIES})
+
+install(FILES "${SAMCONVEX_SOURCE_ROOT}/include/itkSAMConvexRegistrationFilter.h"
+              "${SAMCONVEX_SOURCE_ROOT}/include/itkSAMConvexRegistrationFilter.hxx"
+              "${SAMCONVEX_SOURCE_ROOT}/include/itkSAMConvexDefaults.h"
         DESTINATION include/SAMConvex)

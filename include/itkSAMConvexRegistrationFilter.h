@@ -22,6 +22,7 @@
 #include "itkDisplacementFieldTransform.h"
 #include "itkImage.h"
 #include "itkImageSource.h"
+#include "itkSAMConvexDefaults.h"
 #include "itkTransform.h"
 #include "itkVector.h"
 
@@ -151,8 +152,8 @@ public:
   itkSetStringMacro(SolverPackageFileName);
   itkGetStringMacro(SolverPackageFileName);
 
-  /** "" (default: the package's device), "cpu", "cuda" or "cuda:N". A package runs only on
-   * the kind of device it was exported for. */
+  /** "auto" (default, Python `device`; "" too: the package's device), "cpu", "cuda" or
+   * "cuda:N". A package runs only on the kind of device it was exported for. */
   itkSetStringMacro(Device);
   itkGetStringMacro(Device);
 
@@ -270,8 +271,8 @@ private:
   struct Parameter
   {
     const char * key;      // Python config name (and package metadata key suffix)
-    double       fallback; // Python default preset value
-    double       value;
+    double       fallback; // Python default (SAMConvexDefaults, generated from config.py)
+    double       value;    // the user's value (when set)
     bool         set;
   };
 
@@ -323,15 +324,19 @@ private:
   SetParameter(Parameter & parameter, double value);
 
   std::string m_SolverPackageFileName;
-  std::string m_Device;
-  int         m_NumberOfSolverThreads{ 0 };
+  std::string m_Device{ SAMConvexDefaults::Device };
+  int         m_NumberOfSolverThreads{ SAMConvexDefaults::NumberOfSolverThreads };
 
-  Parameter m_WorkingSpacing{ "working_spacing_mm", 2.0, 2.0, false };
-  Parameter m_MaximumWorkingVoxels{ "max_working_voxels", 2500000.0, 2500000.0, false };
-  Parameter m_CropToForeground{ "crop_to_foreground", 1.0, 1.0, false };
-  Parameter m_ForegroundThreshold{ "foreground_threshold_hu", -500.0, -500.0, false };
-  Parameter m_CropMargin{ "crop_margin_mm", 16.0, 16.0, false };
-  Parameter m_Antialias{ "antialias", 1.0, 1.0, false };
+  // fallbacks: the Python defaults, generated from config.py into itkSAMConvexDefaults.h
+  Parameter m_WorkingSpacing{ "working_spacing_mm", SAMConvexDefaults::WorkingSpacing, 0.0, false };
+  Parameter m_MaximumWorkingVoxels{ "max_working_voxels",
+                                    static_cast<double>(SAMConvexDefaults::MaximumWorkingVoxels),
+                                    0.0,
+                                    false };
+  Parameter m_CropToForeground{ "crop_to_foreground", SAMConvexDefaults::CropToForeground ? 1.0 : 0.0, 0.0, false };
+  Parameter m_ForegroundThreshold{ "foreground_threshold_hu", SAMConvexDefaults::ForegroundThreshold, 0.0, false };
+  Parameter m_CropMargin{ "crop_margin_mm", SAMConvexDefaults::CropMargin, 0.0, false };
+  Parameter m_Antialias{ "antialias", SAMConvexDefaults::Antialias ? 1.0 : 0.0, 0.0, false };
 
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> m_Package;
   std::string                                              m_LoadedPackageFileName;

@@ -183,7 +183,7 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
   if (!(spacingMM > 0.0) || !std::isfinite(spacingMM))
   {
     itkExceptionMacro("SetWorkingSpacing(" << spacingMM << "): the working spacing must be a positive number of mm "
-                                           << "(the Python default is 2 mm).");
+                                           << "(the Python default is " << SAMConvexDefaults::WorkingSpacing << " mm).");
   }
   this->SetParameter(m_WorkingSpacing, spacingMM);
 }
@@ -360,7 +360,7 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
   const bool        requestedCUDA = requested.rfind("cuda", 0) == 0;
   if (requested != "cpu" && !requestedCUDA)
   {
-    itkExceptionMacro("SetDevice(\"" << m_Device << "\") is not understood; use \"\" (the package's device), "
+    itkExceptionMacro("SetDevice(\"" << m_Device << "\") is not understood; use \"auto\" (the package's device), "
                                      << "\"cpu\", \"cuda\" or \"cuda:N\".");
   }
   if (requestedCUDA != packageOnCUDA)
@@ -368,7 +368,7 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
     itkExceptionMacro("the solver package " << path << " was exported for " << packageDevice
                                             << " and cannot run on " << requested << "; re-export it with "
                                             << "`samconvex export --device " << (requestedCUDA ? "cuda" : "cpu")
-                                            << " --out " << path << "` or call SetDevice(\"\").");
+                                            << " --out " << path << "` or call SetDevice(\"auto\").");
   }
   c10::DeviceIndex deviceIndex = -1;
   if (requestedCUDA)
@@ -909,7 +909,7 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
       {
         break;
       }
-      spacing *= 1.02;
+      spacing *= SAMConvexDefaults::GridGrowthStep; // Python: GRID_GROWTH_STEP
     }
   }
   spacing = grid.spacing[0];
@@ -1185,7 +1185,8 @@ SAMConvexRegistrationFilter<TFixedImage, TMovingImage, TDisplacementField, TMask
 {
   Superclass::PrintSelf(os, indent);
   os << indent << "SolverPackageFileName: " << m_SolverPackageFileName << std::endl;
-  os << indent << "Device: " << (m_Device.empty() ? "(package's)" : m_Device) << std::endl;
+  os << indent << "Device: " << (m_Device.empty() || m_Device == "auto" ? "auto (package's)" : m_Device)
+     << std::endl;
   os << indent << "NumberOfSolverThreads: " << m_NumberOfSolverThreads << std::endl;
   os << indent << "WorkingSpacing: " << this->GetWorkingSpacing() << std::endl;
   os << indent << "MaximumWorkingVoxels: " << this->GetMaximumWorkingVoxels() << std::endl;

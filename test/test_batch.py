@@ -20,21 +20,16 @@ import itk
 import numpy as np
 import pytest
 
-from itk_samconvex.apps import batch
-from itk_samconvex.apps.batch import (
-    OUTPUT_FILES,
-    TMP_DIR,
-    cached_extractor,
-    commit_attempt,
-    is_complete,
-    register_many,
-)
-from itk_samconvex.apps.batch_manifest import ManifestError, load_pairs, read_landmarks
-from itk_samconvex.cli import main
-from itk_samconvex.solver.config import preset_config
-from itk_samconvex.errors import InputError, SAMConvexError
+from itk_samconvex.apps.batch import cached_extractor, commit_attempt, is_complete, register_many
+from itk_samconvex.apps.batch.commit import TMP_DIR, OutputLock
+from itk_samconvex.apps.batch.manifest import ManifestError, load_pairs
+from itk_samconvex.apps.outputs import OUTPUT_NAMES
 from itk_samconvex.apps.phantom import make_phantom_pair
+from itk_samconvex.cli import main
+from itk_samconvex.edge.io import read_landmarks
 from itk_samconvex.edge.space import Grid
+from itk_samconvex.errors import InputError, SAMConvexError
+from itk_samconvex.solver.config import preset_config
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -43,8 +38,14 @@ cloudpickle = pytest.importorskip("cloudpickle")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 FAST = {"working_spacing_mm": 8, "io_iterations": 5}
-ALL_OUTPUTS = {"transform.h5", "field.nii.gz", "warped.nii.gz", "warped_labels.nii.gz",
-               "qc.png", "report.json"}
+ALL_OUTPUTS = {
+    "transform.h5",
+    "warped.nii.gz",
+    "warped_labels.nii.gz",
+    "qc.png",
+    "qc.html",
+    "report.json",
+}
 IMAGES = ("fixed", "moving", "fixed_labels", "moving_labels")
 
 
@@ -59,8 +60,7 @@ def inputs(tmp_path_factory) -> dict:
     for k in range(4):
         pair = make_phantom_pair(size=(40, 36, 32), spacing=(8.0, 8.0, 8.0), seed=k)
         for name in IMAGES:
-            itk.imwrite(getattr(pair, name), str(folder / f"{name}{k}.nii.gz"),
-                        compression=True)
+            itk.imwrite(getattr(pair, name), str(folder / f"{name}{k}.nii.gz"), compression=True)
         if k == 0:
             truth = pair.truth
     # landmarks: the 6 fixed voxel centres that move most; moving points = p + u(p)
@@ -82,8 +82,9 @@ def client():
     Started without the ``samconvex_pair`` resource on purpose: ``register_many`` must add it
     through its worker plugin, as on an existing cluster.
     """
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
     client = distributed.Client(cluster)
     yield client
     client.close()
@@ -100,11 +101,14 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def pair_row(folder: Path, k: int, name: str, fixed: Path | None = None) -> dict:
-    row = {"fixed": str(fixed or folder / f"fixed{k}.nii.gz"),
-           "moving": str(folder / f"moving{k}.nii.gz"),
-           "fixed_labels": str(folder / f"fixed_labels{k}.nii.gz"),
-           "moving_labels": str(folder / f"moving_labels{k}.nii.gz"),
-           "output": name, **FAST}
+    row = {
+        "fixed": str(fixed or folder / f"fixed{k}.nii.gz"),
+        "moving": str(folder / f"moving{k}.nii.gz"),
+        "fixed_labels": str(folder / f"fixed_labels{k}.nii.gz"),
+        "moving_labels": str(folder / f"moving_labels{k}.nii.gz"),
+        "output": name,
+        **FAST,
+    }
     return row
 
 
@@ -127,9 +131,16 @@ def kill_worker_once(marker: str, target: str, name: str, stage: str, folder: Pa
     if name == target and stage == "before_commit" and not os.path.exists(marker):
         from distributed import get_worker
 
-        Path(marker).write_text(json.dumps({"worker": get_worker().address, "pid": os.getpid(),
-                                            "files": sorted(os.listdir(folder))}),
-                                encoding="utf-8")
+        Path(marker).write_text(
+            json.dumps(
+                {
+                    "worker": get_worker().address,
+                    "pid": os.getpid(),
+                    "files": sorted(os.listdir(folder)),
+                }
+            ),
+            encoding="utf-8",
+        )
         os._exit(1)
 
 
@@ -143,20 +154,24 @@ def test_failed_pair_is_isolated_then_resumed(inputs, client, tmp_path, capsys):
     good = (folder / "fixed2.nii.gz").read_bytes()
     broken.write_bytes(good[: len(good) // 2])  # truncated gzip: ITK alone reads it silently
     rows = [pair_row(folder, k, f"p{k}", broken if k == 2 else None) for k in range(4)]
-    rows[0].update(fixed_landmarks=str(folder / "fixed_landmarks0.csv"),
-                   moving_landmarks=str(folder / "moving_landmarks0.csv"))
+    rows[0].update(
+        fixed_landmarks=str(folder / "fixed_landmarks0.csv"),
+        moving_landmarks=str(folder / "moving_landmarks0.csv"),
+    )
     manifest = write_csv(tmp_path / "pairs.csv", rows)
     out = tmp_path / "out"
     hook = functools.partial(fail_once, str(tmp_path / "p1.failed-once"), "p1")
 
-    summary = register_many(manifest, client, output_dir=out, preset="fast", retries=1,
-                            progress=False, pair_hook=hook)
+    summary = register_many(
+        manifest, client, output_dir=out, preset="fast", retries=1, progress=False, pair_hook=hook
+    )
 
     assert summary.counts == {"done": 3, "skipped": 0, "failed": 1}
     failed = summary["p2"]
     assert failed["status"] == "failed"
-    assert failed["error"].startswith(f"InputError: fixed image {broken} is a damaged or "
-                                      "truncated gzip file")
+    assert failed["error"].startswith(
+        f"InputError: fixed image {broken} is a damaged or truncated gzip file"
+    )
     assert failed["attempts"] == 1  # bad input: never retried
     error_text = Path(failed["error_file"]).read_text(encoding="utf-8")
     assert "Traceback" in error_text and "EOFError" in error_text
@@ -170,37 +185,56 @@ def test_failed_pair_is_isolated_then_resumed(inputs, client, tmp_path, capsys):
         assert report["parameters"]["io_iterations"] == 5
         assert report["parameters"]["working_spacing_mm"] == 8.0
         assert report["batch"]["torch_threads"] == 1  # worker threads / pairs per worker
-        assert row["jacobian_min"] == report["jacobian"]["min"] > 0
+        assert row["jacobian_min"] == report["evaluation"]["jacobian_deformable"]["min"] > 0
         assert row["jacobian_percent_nonpositive"] == 0.0
         assert 0 < row["sdlogj"] < 0.5
-        assert row["dice_mean_after"] == report["dice"]["mean_after"] > 0.6
+        mean = report["evaluation"]["labels"]["mean"]
+        assert row["dice_mean_after"] == mean["dice_after"] > 0.6
+        assert row["dice_mean_before_identity"] == mean["dice_before_identity"]
         assert row["worker"].startswith("tcp://")
         assert row["peak_rss_mb"] > 100
     tre = summary["p0"]
-    assert tre["tre_mean_before_mm"] == pytest.approx(inputs["tre_before"], abs=1e-6)
-    assert tre["tre_mean_after_mm"] < tre["tre_mean_before_mm"]
+    assert tre["tre_mean_before_identity_mm"] == pytest.approx(inputs["tre_before"], abs=1e-6)
+    assert tre["tre_mean_after_mm"] < tre["tre_mean_before_identity_mm"]
     assert summary["p1"]["tre_mean_after_mm"] is None
     assert not (out / TMP_DIR).exists()
     with open(out / "summary.csv", newline="") as handle:
         table = {r["name"]: r for r in csv.DictReader(handle)}
-    assert [table[n]["status"] for n in ("p0", "p1", "p2", "p3")] == ["done", "done",
-                                                                      "failed", "done"]
+    assert [table[n]["status"] for n in ("p0", "p1", "p2", "p3")] == [
+        "done",
+        "done",
+        "failed",
+        "done",
+    ]
     assert table["p2"]["error"] == failed["error"]
     assert json.loads((out / "summary.json").read_text())["counts"]["failed"] == 1
 
     # re-run through the CLI on the same cluster after repairing the input: only p2 runs
     before = {name: mtimes(out / name) for name in ("p0", "p1", "p3")}
     shutil.copyfile(folder / "fixed2.nii.gz", broken)
-    code = main(["batch", str(manifest), "-o", str(out), "--scheduler",
-                 client.scheduler.address, "--preset", "fast"])
+    code = main(
+        [
+            "batch",
+            str(manifest),
+            "-o",
+            str(out),
+            "--scheduler",
+            client.scheduler.address,
+            "--preset",
+            "fast",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "batch: 1 done, 3 skipped, 0 failed" in captured.out
     again = json.loads((out / "summary.json").read_text())
-    status = {row["name"]: (row["status"], row["attempts"], row["note"]) for row in
-              again["pairs"]}
-    assert status == {"p0": ("skipped", 0, None), "p1": ("skipped", 0, None),
-                      "p2": ("done", 1, None), "p3": ("skipped", 0, None)}
+    status = {row["name"]: (row["status"], row["attempts"], row["note"]) for row in again["pairs"]}
+    assert status == {
+        "p0": ("skipped", 0, None),
+        "p1": ("skipped", 0, None),
+        "p2": ("done", 1, None),
+        "p3": ("skipped", 0, None),
+    }
     assert {name: mtimes(out / name) for name in ("p0", "p1", "p3")} == before
     assert {p.name for p in (out / "p2").iterdir()} == ALL_OUTPUTS
     assert not (out / "failures").exists()
@@ -208,8 +242,7 @@ def test_failed_pair_is_isolated_then_resumed(inputs, client, tmp_path, capsys):
 
 def test_killed_worker_loses_and_duplicates_nothing(inputs, client, tmp_path):
     folder = inputs["folder"]
-    manifest = write_csv(tmp_path / "pairs.csv",
-                         [pair_row(folder, k, f"k{k}") for k in range(4)])
+    manifest = write_csv(tmp_path / "pairs.csv", [pair_row(folder, k, f"k{k}") for k in range(4)])
     out = tmp_path / "out"
     # leftovers of an earlier killed run: a partial pair folder and a stale attempt folder
     (out / "k2").mkdir(parents=True)
@@ -219,8 +252,9 @@ def test_killed_worker_loses_and_duplicates_nothing(inputs, client, tmp_path):
     marker = tmp_path / "killed.json"
     hook = functools.partial(kill_worker_once, str(marker), "k0")
 
-    summary = register_many(manifest, client, output_dir=out, preset="fast", progress=False,
-                            pair_hook=hook)
+    summary = register_many(
+        manifest, client, output_dir=out, preset="fast", progress=False, pair_hook=hook
+    )
 
     killed = json.loads(marker.read_text())
     assert "report.json" in killed["files"]  # killed after writing, before the rename
@@ -228,15 +262,29 @@ def test_killed_worker_loses_and_duplicates_nothing(inputs, client, tmp_path):
     report = json.loads((out / "k0" / "report.json").read_text())
     assert report["batch"]["pid"] != killed["pid"]  # rerun by another worker process
     assert sorted(p.name for p in out.iterdir()) == [
-        ".samconvex-batch.lock", "k0", "k1", "k2", "k3", "summary.csv", "summary.json"]
+        ".samconvex-batch.lock",
+        "k0",
+        "k1",
+        "k2",
+        "k3",
+        "summary.csv",
+        "summary.json",
+    ]
     for k in range(4):
         assert {p.name for p in (out / f"k{k}").iterdir()} == ALL_OUTPUTS
         report = json.loads((out / f"k{k}" / "report.json").read_text())
         assert report["batch"]["name"] == f"k{k}"
-    assert itk.transformread(str(out / "k2" / "transform.h5"))[0].GetNameOfClass() == \
-        "DisplacementFieldTransform"
+    assert (
+        itk.transformread(str(out / "k2" / "transform.h5"))[0].GetNameOfClass()
+        == "DisplacementFieldTransform"
+    )
     rows = json.loads((out / "summary.json").read_text())["pairs"]
     assert sorted(row["name"] for row in rows) == ["k0", "k1", "k2", "k3"]
+    lost = summary["k0"]
+    assert lost["attempts"] == 2  # the attempt that died with its worker counts
+    assert "lost with its worker" in lost["retried_because"]
+    assert f"(pid {killed['pid']})" in lost["retried_because"]
+    assert all(summary[f"k{k}"]["attempts"] == 1 for k in (1, 2, 3))
 
 
 @pytest.mark.slow
@@ -244,9 +292,23 @@ def test_cli_starts_its_own_local_cluster(inputs, tmp_path, capsys):
     folder = inputs["folder"]
     manifest = write_csv(tmp_path / "pairs.csv", [pair_row(folder, 3, "solo")])
     out = tmp_path / "out"
-    code = main(["batch", str(manifest), "-o", str(out), "--workers", "4",
-                 "--threads-per-worker", "2", "--dashboard-address", ":0", "--no-qc",
-                 "--preset", "fast"])
+    code = main(
+        [
+            "batch",
+            str(manifest),
+            "-o",
+            str(out),
+            "--workers",
+            "4",
+            "--threads-per-worker",
+            "2",
+            "--dashboard-address",
+            ":0",
+            "--no-qc",
+            "--preset",
+            "fast",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "dask dashboard: http://" in captured.err
@@ -255,7 +317,7 @@ def test_cli_starts_its_own_local_cluster(inputs, tmp_path, capsys):
     assert summary["workers"] == 1  # never more workers than pairs to run
     report = json.loads((out / "solo" / "report.json").read_text())
     assert report["batch"]["torch_threads"] == 2
-    assert {p.name for p in (out / "solo").iterdir()} == ALL_OUTPUTS - {"qc.png"}
+    assert {p.name for p in (out / "solo").iterdir()} == ALL_OUTPUTS - {"qc.png", "qc.html"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -266,19 +328,27 @@ def test_manifest_problems_are_reported_together(inputs, tmp_path):
     folder = inputs["folder"]
     good = pair_row(folder, 0, "a")
     missing = {**pair_row(folder, 1, "b"), "moving": "nope/moving.nii.gz"}
-    manifest = write_csv(tmp_path / "pairs.csv", [
-        good, missing, {**pair_row(folder, 2, "a")},
-        {**pair_row(folder, 3, "c"), "io_iterations": "many"},
-    ])
+    manifest = write_csv(
+        tmp_path / "pairs.csv",
+        [
+            good,
+            missing,
+            {**pair_row(folder, 2, "a")},
+            {**pair_row(folder, 3, "c"), "io_iterations": "many"},
+        ],
+    )
     with pytest.raises(ManifestError) as caught:
         load_pairs(manifest)
     problems = caught.value.problems
     assert len(problems) == 3, problems
-    assert problems[0] == (f"line 3: moving file {tmp_path / 'nope' / 'moving.nii.gz'} does "
-                           f"not exist; check the path (relative paths are relative to "
-                           f"{tmp_path})")
-    assert problems[1].startswith("line 5: parameter io_iterations='many' has the wrong type "
-                                  "(expected int)")
+    assert problems[0] == (
+        f"line 3: moving file {tmp_path / 'nope' / 'moving.nii.gz'} does "
+        f"not exist; check the path (relative paths are relative to "
+        f"{tmp_path})"
+    )
+    assert problems[1].startswith(
+        "line 5: parameter io_iterations='many' has the wrong type (expected int)"
+    )
     assert problems[2].startswith("line 2, line 4: output name 'a' is used by 2 pairs")
     assert str(caught.value).startswith(f"manifest {manifest} has 3 problem(s)")
 
@@ -286,8 +356,9 @@ def test_manifest_problems_are_reported_together(inputs, tmp_path):
     header.write_text("fixed,moving_image\nfixed0.nii.gz,moving0.nii.gz\n")
     with pytest.raises(ManifestError) as caught:
         load_pairs(header, check_files=False)
-    assert caught.value.problems[0].startswith("line 1 (header): missing required column(s) "
-                                               "'moving'")
+    assert caught.value.problems[0].startswith(
+        "line 1 (header): missing required column(s) 'moving'"
+    )
     assert "line 2: unknown key(s) ['moving_image']" in caught.value.problems[1]
 
 
@@ -304,11 +375,19 @@ def test_cli_reports_manifest_problems_with_exit_code_2(tmp_path, capsys):
 
 def test_json_manifest_defaults_relative_paths_and_overrides(inputs, tmp_path):
     folder = inputs["folder"]
-    data = {"defaults": {"io_iterations": 7, "moving_labels": "moving_labels0.nii.gz"},
-            "pairs": [{"fixed": "fixed0.nii.gz", "moving": "moving0.nii.gz"},
-                      {"fixed": "fixed1.nii.gz", "moving": "moving1.nii.gz",
-                       "io_iterations": 3, "instance_optimization": "false",
-                       "working_spacing_mm": 6}]}
+    data = {
+        "defaults": {"io_iterations": 7, "moving_labels": "moving_labels0.nii.gz"},
+        "pairs": [
+            {"fixed": "fixed0.nii.gz", "moving": "moving0.nii.gz"},
+            {
+                "fixed": "fixed1.nii.gz",
+                "moving": "moving1.nii.gz",
+                "io_iterations": 3,
+                "instance_optimization": "false",
+                "working_spacing_mm": 6,
+            },
+        ],
+    }
     manifest = folder / "batch_test_manifest.json"
     manifest.write_text(json.dumps(data))
     try:
@@ -318,8 +397,11 @@ def test_json_manifest_defaults_relative_paths_and_overrides(inputs, tmp_path):
     assert [p.name for p in pairs] == ["fixed0__moving0", "fixed1__moving1"]
     assert pairs[0].moving_labels == str(folder / "moving_labels0.nii.gz")
     assert pairs[0].overrides == {"io_iterations": 7}
-    assert pairs[1].overrides == {"io_iterations": 3, "instance_optimization": False,
-                                  "working_spacing_mm": 6.0}
+    assert pairs[1].overrides == {
+        "io_iterations": 3,
+        "instance_optimization": False,
+        "working_spacing_mm": 6.0,
+    }
     assert pairs[1].where == "pairs[1]"
     assert pairs[1].config(preset_config("fast")).working_spacing_mm == 6.0
 
@@ -329,14 +411,14 @@ def test_landmark_files(tmp_path):
     path.write_text("x,y,z\n1,2,3\n\n4.5,-5,6e1\n")
     assert read_landmarks(path).tolist() == [[1.0, 2.0, 3.0], [4.5, -5.0, 60.0]]
     path.write_text("1,2,3\n4,five,6\n")
-    with pytest.raises(InputError, match="line 2: \\['4', 'five', '6'\\] are not numbers"):
+    with pytest.raises(InputError, match=r"points\.csv has 2 numeric column\(s\) \(3 in all\)"):
         read_landmarks(path)
 
 
 def _fake_outputs(folder: Path, tag: str) -> Path:
     folder.mkdir(parents=True)
     outputs = {}
-    for key, name in OUTPUT_FILES.items():
+    for key, name in OUTPUT_NAMES.items():
         if key != "report":
             (folder / name).write_text(tag)
             outputs[key] = str(folder / name)
@@ -353,7 +435,7 @@ def test_racing_attempts_commit_exactly_once(tmp_path):
     assert commit_attempt(second, final) is False  # the loser discards its folder
     assert not second.exists() and not first.exists()
     assert json.loads((final / "report.json").read_text())["tag"] == "first"
-    assert sorted(p.name for p in final.iterdir()) == sorted(OUTPUT_FILES.values())
+    assert sorted(p.name for p in final.iterdir()) == sorted(OUTPUT_NAMES.values())
     # overwrite replaces the whole folder, leaving nothing aside
     third = _fake_outputs(tmp / "pair.c", "third")
     assert commit_attempt(third, final, overwrite=True) is True
@@ -371,8 +453,10 @@ def test_racing_attempts_commit_exactly_once(tmp_path):
 def test_output_folder_lock_refuses_a_second_run(inputs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with batch._OutputLock(out), pytest.raises(SAMConvexError, match="another `samconvex "
-                                                                     "batch` is writing"):
+    with (
+        OutputLock(out),
+        pytest.raises(SAMConvexError, match="another `samconvex batch` is writing"),
+    ):
         register_many([pair_row(inputs["folder"], 0, "x")], output_dir=out, progress=False)
 
 

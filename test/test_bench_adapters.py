@@ -45,9 +45,14 @@ MEAN_WARP = np.array([5.0, -4.0, 1.0])  # mm; perpendicular to DIRECTION's axis 
 def smooth_warp(points: np.ndarray) -> np.ndarray:
     """Known u(x) (LPS mm) at LPS points (..., 3): ``MEAN_WARP`` plus smooth waves (<= 1.5 mm)."""
     x, y, z = points[..., 0], points[..., 1], points[..., 2]
-    return np.stack([MEAN_WARP[0] + 1.5 * np.sin(2 * np.pi * z / 300.0),
-                     MEAN_WARP[1] + 1.5 * np.cos(2 * np.pi * x / 260.0),
-                     MEAN_WARP[2] + 1.5 * np.sin(2 * np.pi * y / 240.0)], axis=-1)
+    return np.stack(
+        [
+            MEAN_WARP[0] + 1.5 * np.sin(2 * np.pi * z / 300.0),
+            MEAN_WARP[1] + 1.5 * np.cos(2 * np.pi * x / 260.0),
+            MEAN_WARP[2] + 1.5 * np.sin(2 * np.pi * y / 240.0),
+        ],
+        axis=-1,
+    )
 
 
 def mistakes(u: np.ndarray) -> dict[str, np.ndarray]:
@@ -72,19 +77,25 @@ class Synthetic:
         self.truth = smooth_warp(points)
         warped_points = (points + self.truth).reshape(-1, 3)
         # fixed(x) = phantom(x + u(x)); moving(A(y)) = phantom(y): the phantom on A(grid)
-        self.fixed = scalar_image(phantom_hu(warped_points).reshape(grid.shape)
-                                  .astype(np.float32), grid, itk.F)
-        moving_grid = Grid(grid.size, grid.spacing,
-                           tuple(float(v) for v in ROTATION @ np.asarray(grid.origin)
-                                 + TRANSLATION),
-                           tuple(float(v) for v in (ROTATION @ grid.direction_matrix).ravel()))
+        self.fixed = scalar_image(
+            phantom_hu(warped_points).reshape(grid.shape).astype(np.float32), grid, itk.F
+        )
+        moving_grid = Grid(
+            grid.size,
+            grid.spacing,
+            tuple(float(v) for v in ROTATION @ np.asarray(grid.origin) + TRANSLATION),
+            tuple(float(v) for v in (ROTATION @ grid.direction_matrix).ravel()),
+        )
         flat = points.reshape(-1, 3)
-        self.moving = scalar_image(phantom_hu(flat).reshape(grid.shape).astype(np.float32),
-                                   moving_grid, itk.F)
-        self.fixed_labels = scalar_image(organ_labels(warped_points).reshape(grid.shape), grid,
-                                         itk.UC)
-        self.moving_labels = scalar_image(organ_labels(flat).reshape(grid.shape), moving_grid,
-                                          itk.UC)
+        self.moving = scalar_image(
+            phantom_hu(flat).reshape(grid.shape).astype(np.float32), moving_grid, itk.F
+        )
+        self.fixed_labels = scalar_image(
+            organ_labels(warped_points).reshape(grid.shape), grid, itk.UC
+        )
+        self.moving_labels = scalar_image(
+            organ_labels(flat).reshape(grid.shape), moving_grid, itk.UC
+        )
         self.affine = itk.AffineTransform[itk.D, 3].New()
         self.affine.SetMatrix(itk.matrix_from_array(ROTATION))
         self.affine.SetTranslation([float(v) for v in TRANSLATION])
@@ -93,21 +104,24 @@ class Synthetic:
         self.inner[3:-3, 3:-3, 3:-3] = True
 
     def inputs(self, workdir: Path) -> adapters.PairInputs:
-        return adapters.PairInputs(self.fixed, self.moving, self.affine, self.prealigned,
-                                   workdir)
+        return adapters.PairInputs(self.fixed, self.moving, self.affine, self.prealigned, workdir)
 
     def errors(self, field: np.ndarray) -> dict[str, float]:
         """Mean distance (mm, interior) of ``field`` to the truth and to each mistake."""
         candidates = {"truth": self.truth, **mistakes(self.truth)}
-        return {name: float(np.linalg.norm(field - value, axis=-1)[self.inner].mean())
-                for name, value in candidates.items()}
+        return {
+            name: float(np.linalg.norm(field - value, axis=-1)[self.inner].mean())
+            for name, value in candidates.items()
+        }
 
     def mean_errors(self, field: np.ndarray) -> dict[str, float]:
         """Distance (mm) of the interior mean of ``field`` to that of the truth / mistakes."""
         mean = field[self.inner].mean(axis=0)
         candidates = {"truth": self.truth, **mistakes(self.truth)}
-        return {name: float(np.linalg.norm(mean - value[self.inner].mean(axis=0)))
-                for name, value in candidates.items()}
+        return {
+            name: float(np.linalg.norm(mean - value[self.inner].mean(axis=0)))
+            for name, value in candidates.items()
+        }
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +137,9 @@ def test_synthetic_pair_is_consistent(synthetic: Synthetic) -> None:
 
     truth_transform = itk.DisplacementFieldTransform[itk.D, 3].New()
     truth_transform.SetDisplacementField(vector_image(synthetic.truth, synthetic.grid, itk.D))
-    warped = itk.array_view_from_image(warp_image(synthetic.prealigned, truth_transform,
-                                                  synthetic.fixed))
+    warped = itk.array_view_from_image(
+        warp_image(synthetic.prealigned, truth_transform, synthetic.fixed)
+    )
     fixed = itk.array_view_from_image(synthetic.fixed)
     moving = itk.array_view_from_image(synthetic.prealigned)
     inner = synthetic.inner
@@ -188,8 +203,9 @@ def test_identity_adapter_is_zero(synthetic: Synthetic, tmp_path: Path) -> None:
 
 def test_convexadam_voxel_conversion() -> None:
     """A unit voxel step along each array axis maps to spacing x direction column in mm."""
-    grid = Grid((5, 4, 3), (0.7, 0.8, 2.5), (1.0, 2.0, 3.0),
-                tuple(float(v) for v in DIRECTION.ravel()))
+    grid = Grid(
+        (5, 4, 3), (0.7, 0.8, 2.5), (1.0, 2.0, 3.0), tuple(float(v) for v in DIRECTION.ravel())
+    )
     fixed = scalar_image(np.zeros(grid.shape, np.float32), grid, itk.F)
     inputs = adapters.PairInputs(fixed, fixed, None, fixed, Path("."))
     for array_axis, itk_axis in ((0, 2), (1, 1), (2, 0)):
@@ -210,9 +226,15 @@ def test_score_composes_affine_then_field(synthetic: Synthetic) -> None:
     x = grid_points_mm(synthetic.grid)
     total = (x + synthetic.truth) @ ROTATION.T + TRANSLATION - x
     reference = common.Reference(
-        fixed=synthetic.fixed, affine=synthetic.affine, fixed_labels=synthetic.fixed_labels,
-        moving_labels=synthetic.moving_labels, labels=[1, 2, 5, 6],
-        fixed_points=fixed_points, moving_points=moving_points, truth=total)
+        fixed=synthetic.fixed,
+        affine=synthetic.affine,
+        fixed_labels=synthetic.fixed_labels,
+        moving_labels=synthetic.moving_labels,
+        labels=[1, 2, 5, 6],
+        fixed_points=fixed_points,
+        moving_points=moving_points,
+        truth=total,
+    )
     good = common.score(reference, synthetic.truth.astype(np.float32))
     bad = common.score(reference, (-synthetic.truth).astype(np.float32))
     assert good["tre_mean"] < 0.05, good
@@ -230,8 +252,10 @@ def test_peak_memory_counts_child_processes() -> None:
         block = np.ones(150 * 2**20 // 8)  # 150 MiB touched
         del block
     assert (memory.peak - memory.baseline) / 2**20 > 120
-    script = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); " \
-             "time.sleep(0.6)"
+    script = (
+        "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+        "time.sleep(0.6)"
+    )
     with common.PeakMemory(include_children=True) as memory:
         subprocess.run([sys.executable, "-c", script], check=True)
     assert (memory.peak - memory.baseline) / 2**20 > 250
@@ -279,8 +303,9 @@ def test_simulated_lung_truth(simulated) -> None:
     transform.SetDisplacementField(vector_image(u.astype(np.float64), grid, itk.D))
     warped = itk.array_view_from_image(warp_image(pair.moving, transform, pair.fixed))
     fixed = itk.array_view_from_image(pair.fixed)
-    identity = itk.array_view_from_image(warp_image(pair.moving, itk.IdentityTransform[
-        itk.D, 3].New(), pair.fixed))
+    identity = itk.array_view_from_image(
+        warp_image(pair.moving, itk.IdentityTransform[itk.D, 3].New(), pair.fixed)
+    )
     body = pair.body_mask
     assert np.abs(warped - fixed)[body].mean() < 0.3 * np.abs(identity - fixed)[body].mean()
     # shape: SI motion up to 20 mm (superior), AP smaller, no lateral motion
@@ -295,11 +320,13 @@ def test_simulated_lung_truth(simulated) -> None:
     assert (index <= np.asarray(source_grid.size) - 1 + 1e-6).all()
     # sliding: across the lung surface the SI component jumps by many mm in places
     region = pair.lung_region
-    jumps = [np.abs(np.diff(u[..., 2], axis=a))[np.diff(region.astype(np.int8), axis=a) != 0]
-             for a in (1, 2)]
+    jumps = [
+        np.abs(np.diff(u[..., 2], axis=a))[np.diff(region.astype(np.int8), axis=a) != 0]
+        for a in (1, 2)
+    ]
     assert np.percentile(np.concatenate(jumps), 90) > 5.0
     # positive Jacobian inside each region (away from the surface)
-    from itk_samconvex.apps.metrics import jacobian_determinant
+    from itk_samconvex.metrics import jacobian_determinant
 
     det = jacobian_determinant(u, grid.spacing)
     from scipy import ndimage
@@ -313,7 +340,7 @@ def test_simulated_lung_truth(simulated) -> None:
 @pytest.mark.slow
 def test_simulated_lung_landmarks(simulated) -> None:
     _, pair = simulated
-    from itk_samconvex.apps.metrics import sample_field
+    from itk_samconvex.metrics import sample_field
 
     grid = Grid.of(pair.fixed)
     assert len(pair.fixed_points) == 120
@@ -323,8 +350,9 @@ def test_simulated_lung_landmarks(simulated) -> None:
     np.testing.assert_allclose(index, np.round(index), atol=1e-6)
     k, j, i = (np.round(index[:, a]).astype(int) for a in (2, 1, 0))
     assert itk.array_view_from_image(pair.fixed_labels)[k, j, i].all()
-    moved = pair.fixed_points + sample_field(pair.truth, grid.spacing, grid.origin, None,
-                                             pair.fixed_points)
+    moved = pair.fixed_points + sample_field(
+        pair.truth, grid.spacing, grid.origin, None, pair.fixed_points
+    )
     np.testing.assert_allclose(moved, pair.moving_points, atol=1e-4)
     distances = np.linalg.norm(pair.fixed_points[:, None] - pair.fixed_points[None], axis=-1)
     assert distances[np.triu_indices(len(distances), 1)].min() >= 8.0

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 from itk_samconvex.apps import export as ex
 from itk_samconvex.cli import main
+from itk_samconvex.errors import InputError
 from itk_samconvex.solver.config import LevelConfig, preset_config
 from itk_samconvex.solver.convex import coupled_convex
 from itk_samconvex.solver.cost import cost_volume
-from itk_samconvex.errors import InputError
 from itk_samconvex.solver.features import make_extractor, mind_ssc
 from itk_samconvex.solver.instance import instance_optimization
 from itk_samconvex.solver.pyramid import register_tensors
@@ -137,8 +137,11 @@ def test_shape_limits_of_the_presets():
 def test_shape_limits_check_messages():
     limits = ex.ShapeLimits(8, 40, 96)
     limits.check((40, 48, 96))
-    with pytest.raises(InputError, match="has 44 voxels along y; the exported solver needs a "
-                                         r"multiple of 8 in \[40, 96\]"):
+    with pytest.raises(
+        InputError,
+        match="has 44 voxels along y; the exported solver needs a "
+        r"multiple of 8 in \[40, 96\]",
+    ):
         limits.check((40, 44, 48))
     with pytest.raises(InputError, match="has 32 voxels along z"):
         limits.check((32, 48, 48), "working grid")
@@ -147,14 +150,18 @@ def test_shape_limits_check_messages():
 
 
 def test_package_metadata():
-    cfg = preset_config("fast", working_spacing_mm=2.5, max_working_voxels=None,
-                        crop_to_foreground=False)
+    cfg = preset_config(
+        "fast", working_spacing_mm=2.5, max_working_voxels=None, crop_to_foreground=False
+    )
     limits = ex.shape_limits(cfg)
     meta = ex.package_metadata(cfg, "cpu", limits)
     assert meta["samconvex.format"] == "1"
     assert meta["samconvex.inputs"] == "fixed,moving,fixed_weight,moving_weight"
-    assert (meta["samconvex.multiple"], meta["samconvex.min_size"],
-            meta["samconvex.max_size"]) == ("8", "40", "1024")
+    assert (meta["samconvex.multiple"], meta["samconvex.min_size"], meta["samconvex.max_size"]) == (
+        "8",
+        "40",
+        "1024",
+    )
     assert meta["samconvex.output_factor"] == "2"
     assert meta["samconvex.device"] == "cpu"
     assert meta["samconvex.torch"] == torch.__version__
@@ -176,8 +183,7 @@ def test_compiler_options_are_recorded_and_fingerprinted():
     assert json.loads(meta["samconvex.compiler_options"]) == {"cpp.simdlen": 1}
     assert json.loads(ex.package_metadata(cfg, "cpu", limits)["samconvex.compiler_options"]) == {}
     assert meta["samconvex.fingerprint"] != ex.fingerprint(cfg, "cpu", limits)
-    assert meta["samconvex.fingerprint"] == ex.fingerprint(cfg, "cpu", limits,
-                                                           {"cpp.simdlen": 1})
+    assert meta["samconvex.fingerprint"] == ex.fingerprint(cfg, "cpu", limits, {"cpp.simdlen": 1})
 
 
 def test_fingerprint_tracks_parameters_device_and_sizes():
@@ -202,8 +208,11 @@ def test_is_current_false_for_missing_or_foreign_file(tmp_path):
 
 
 def test_sam_features_cannot_be_exported():
-    with pytest.raises(InputError, match=r"features='sam' cannot be exported yet.*export with "
-                                         r"features='mind'"):
+    with pytest.raises(
+        InputError,
+        match=r"features='sam' cannot be exported yet.*export with "
+        r"features='mind'",
+    ):
         ex.check_exportable(preset_config("fast", features="sam"))
 
 
@@ -220,8 +229,7 @@ def test_export_package_argument_errors(tmp_path):
     with pytest.raises(InputError, match="cannot be exported yet"):
         ex.export_package(tmp_path / "sam.pt2", preset_config("fast", features="sam"))
     with pytest.raises(InputError, match=r"'aot_inductor\.metadata' is reserved"):
-        ex.export_package(tmp_path / "s.pt2", cfg,
-                          compiler_options={"aot_inductor.metadata": {}})
+        ex.export_package(tmp_path / "s.pt2", cfg, compiler_options={"aot_inductor.metadata": {}})
 
 
 def test_cli_export_errors_exit_2(tmp_path, capsys):
@@ -231,8 +239,7 @@ def test_cli_export_errors_exit_2(tmp_path, capsys):
     code = main(["export", "--out", str(tmp_path / "s.pt2"), "--features", "sam", "-q"])
     assert code == 2
     assert "cannot be exported yet" in capsys.readouterr().err
-    code = main(["export", "--out", str(tmp_path / "s.pt2"), "--compiler-option", "simdlen",
-                 "-q"])
+    code = main(["export", "--out", str(tmp_path / "s.pt2"), "--compiler-option", "simdlen", "-q"])
     assert code == 2
     assert "--compiler-option 'simdlen' must look like KEY=VALUE" in capsys.readouterr().err
 
@@ -257,6 +264,7 @@ class FakeCompiler:
     def load(self, path):
         def run(*inputs):
             return [ex.eager_field(self.cfg, inputs) + self.bias]
+
         return run
 
 
@@ -270,12 +278,14 @@ def tiny_program():
 @pytest.fixture
 def fake_compile(monkeypatch, tiny_program):
     """Replace torch.export (by the cached program) and AOTInductor (by FakeCompiler)."""
+
     def install(cfg, bias=0.0):
         fake = FakeCompiler(cfg, bias)
         monkeypatch.setattr(ex, "export_program", lambda *args, **kwargs: tiny_program)
         monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake.compile)
         monkeypatch.setattr(torch._inductor, "aoti_load_package", fake.load)
         return fake
+
     return install
 
 
@@ -285,17 +295,20 @@ def test_export_package_writes_after_a_passing_check(tmp_path, fake_compile):
     fake = fake_compile(cfg)
     path = tmp_path / "solver.pt2"
     messages = []
-    report = ex.export_package(path, cfg, check_shapes=[(24, 32, 40), (40, 24, 32)],
-                               progress=messages.append)
+    report = ex.export_package(
+        path, cfg, check_shapes=[(24, 32, 40), (40, 24, 32)], progress=messages.append
+    )
     assert path.read_bytes() == b"fake package"
     assert fake.metadata == report.metadata
     assert report.metadata["samconvex.min_size"] == "24"
     assert [row["shape"] for row in report.checks] == [[24, 32, 40], [40, 24, 32]]
     assert all(row["max_abs_diff"] == 0.0 for row in report.checks)
     assert all(row["max_abs_field"] > 0.1 for row in report.checks)
-    assert messages == ["exporting the solver with torch.export",
-                        "compiling with AOTInductor (minutes)",
-                        "checking the compiled solver against eager execution on two shapes"]
+    assert messages == [
+        "exporting the solver with torch.export",
+        "compiling with AOTInductor (minutes)",
+        "checking the compiled solver against eager execution on two shapes",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["solver.pt2"]  # no temp file left
 
 
@@ -304,8 +317,11 @@ def test_export_package_refuses_a_package_that_differs_from_eager(tmp_path, fake
     cfg = preset_config("fast", **TINY)
     fake_compile(cfg, bias=0.05)
     path = tmp_path / "solver.pt2"
-    with pytest.raises(RuntimeError, match=r"differs from eager execution by 0\.05 voxels "
-                                           r"\(tolerance 0\.01\).*the package is not written"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"differs from eager execution by 0\.05 voxels "
+        r"\(tolerance 0\.01\).*the package is not written",
+    ):
         ex.export_package(path, cfg, check_shapes=[(24, 32, 40)])
     assert list(tmp_path.iterdir()) == []
 
@@ -315,6 +331,7 @@ def test_export_check_rejects_shapes_the_package_cannot_take(tmp_path, monkeypat
 
     def no_export(*args, **kwargs):
         raise AssertionError("shapes must be checked before the export")
+
     monkeypatch.setattr(ex, "export_program", no_export)
     with pytest.raises(InputError, match=r"check shape \(20, 32, 40\) has 20 voxels along z"):
         ex.export_package(tmp_path / "solver.pt2", cfg, check_shapes=[(20, 32, 40)])
@@ -326,8 +343,11 @@ def test_exported_program_is_dynamic_and_matches_eager(tiny_program):
     """torch.export keeps the full size range and runs other shapes like eager."""
     cfg = preset_config("fast", **TINY)
     program = tiny_program
-    ranges = [(int(b.lower), int(b.upper)) for s, b in program.range_constraints.items()
-              if getattr(s, "is_Symbol", False)]
+    ranges = [
+        (int(b.lower), int(b.upper))
+        for s, b in program.range_constraints.items()
+        if getattr(s, "is_Symbol", False)
+    ]
     assert sorted(ranges) == [(3, 16)] * 3
     rows = ex.compare_with_eager(program.module(), cfg, [(32, 24, 48), (48, 40, 24)])
     assert [row["shape"] for row in rows] == [[32, 24, 48], [48, 40, 24]]

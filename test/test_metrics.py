@@ -1,4 +1,4 @@
-"""Tests of itk_samconvex.apps.metrics against analytic values and brute-force references."""
+"""Tests of itk_samconvex.metrics against analytic values and brute-force references."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from itk_samconvex.apps import metrics
+from itk_samconvex import metrics
 from itk_samconvex.errors import InputError
-from itk_samconvex.apps.metrics import (
+from itk_samconvex.metrics import (
     dice_per_label,
     hd95,
     jacobian_determinant,
@@ -160,8 +160,9 @@ def test_jacobian_affine_on_oblique_anisotropic_offset_grid():
     np.testing.assert_allclose(det, np.linalg.det(m), rtol=1e-6)
     # Ignoring the direction (or swapping the spacing order) must give a different answer.
     assert not np.allclose(jacobian_determinant(field, SPACING), np.linalg.det(m), rtol=1e-3)
-    assert not np.allclose(jacobian_determinant(field, SPACING[::-1], DIRECTION),
-                           np.linalg.det(m), rtol=1e-3)
+    assert not np.allclose(
+        jacobian_determinant(field, SPACING[::-1], DIRECTION), np.linalg.det(m), rtol=1e-3
+    )
 
 
 def test_jacobian_translation_is_exactly_one():
@@ -178,11 +179,9 @@ def test_jacobian_matches_reference_and_slabs(monkeypatch):
     grads = np.gradient(field, *SPACING[::-1], axis=(0, 1, 2))  # d/dz, d/dy, d/dx
     jac = np.stack(grads[::-1], axis=-1) + np.eye(3)  # [..., component, x/y/z derivative]
     ref = np.linalg.det(jac)
-    np.testing.assert_allclose(jacobian_determinant(field, SPACING), ref, rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(jacobian_determinant(field, SPACING), ref, rtol=1e-12, atol=1e-12)
     monkeypatch.setattr(metrics, "_JACOBIAN_SLAB_VOXELS", 1)  # one z plane per slab
-    np.testing.assert_allclose(jacobian_determinant(field, SPACING), ref, rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(jacobian_determinant(field, SPACING), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_fold_fraction():
@@ -272,13 +271,15 @@ def test_sample_field_linear_on_oblique_grid():
 
     # Outside the grid the border value is replicated ('nearest').
     beyond = np.asarray(ORIGIN) + DIRECTION @ np.diag(SPACING) @ np.array([-3.0, 2.0, 4.0])
-    np.testing.assert_allclose(sample_field(field, SPACING, ORIGIN, DIRECTION, beyond[None]),
-                               field[4, 2, 0][None], atol=1e-9)
+    np.testing.assert_allclose(
+        sample_field(field, SPACING, ORIGIN, DIRECTION, beyond[None]),
+        field[4, 2, 0][None],
+        atol=1e-9,
+    )
 
     # TRE through a field: a constant field is a translation.
     t = np.array([2.0, 1.0, -0.5])
     const = np.broadcast_to(t, (*shape, 3))
     moving = points + t
-    err = tre(points, moving,
-              lambda p: p + sample_field(const, SPACING, ORIGIN, DIRECTION, p))
+    err = tre(points, moving, lambda p: p + sample_field(const, SPACING, ORIGIN, DIRECTION, p))
     np.testing.assert_allclose(err, 0.0, atol=1e-12)

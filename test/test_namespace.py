@@ -27,17 +27,27 @@ def _site_config() -> Path | None:
 requires_install = pytest.mark.skipif(
     _site_config() is None,
     reason="itk-samconvex is not installed into this environment's itk package "
-           "(pip install . or pip install -e .)",
+    "(pip install . or pip install -e .)",
 )
 
 
-def run_python(code: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
+def run_python(
+    code: str,
+    env_extra: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, cwd=cwd or Path("/"), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or Path("/"),
+        timeout=timeout,
+    )
 
 
 CHECK = """
@@ -93,8 +103,11 @@ BROKEN = """
 
 
 @requires_install
-@pytest.mark.parametrize(("lazy", "force"), [("1", ""), ("0", ""), ("1", "itk.force_load()")],
-                         ids=["lazy", "eager", "force_load"])
+@pytest.mark.parametrize(
+    ("lazy", "force"),
+    [("1", ""), ("0", ""), ("1", "itk.force_load()")],
+    ids=["lazy", "eager", "force_load"],
+)
 def test_a_broken_package_never_breaks_import_itk(lazy, force):
     result = run_python(BROKEN.format(force=force), {"ITK_PYTHON_LAZYLOADING": lazy})
     assert result.returncode == 0, result.stderr
@@ -104,11 +117,14 @@ def test_a_broken_package_never_breaks_import_itk(lazy, force):
 
 def test_importing_the_package_registers_the_names_without_the_shim():
     """The fallback for checkouts without the itk/Configuration files."""
-    result = run_python("""
+    result = run_python(
+        """
         import itk
         import itk_samconvex
         assert itk.samconvex_registration is itk_samconvex.samconvex_registration
         print("OK")
-    """, cwd=Path(__file__).resolve().parents[1])
+    """,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout

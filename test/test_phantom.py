@@ -77,8 +77,9 @@ def test_truth_amplitude(clean_pair: PhantomPair) -> None:
     pair = make_phantom_pair(**SMALL, amplitude_mm=5.0, noise_hu=0.0)
     assert 4.5 <= np.linalg.norm(pair.truth, axis=-1).max() <= 5.5
     # mostly superior-inferior, inferior (-z) motion from exhale (fixed) to inhale (moving)
-    largest = np.unravel_index(np.argmax(np.linalg.norm(clean_pair.truth, axis=-1)),
-                               clean_pair.truth.shape[:3])
+    largest = np.unravel_index(
+        np.argmax(np.linalg.norm(clean_pair.truth, axis=-1)), clean_pair.truth.shape[:3]
+    )
     assert clean_pair.truth[largest][2] < -0.9 * peak
 
 
@@ -98,14 +99,16 @@ def test_no_folding(amplitude_mm: float) -> None:
 
 
 def test_hounsfield_statistics(clean_pair: PhantomPair) -> None:
-    for image, labels in ((clean_pair.fixed, clean_pair.fixed_labels),
-                          (clean_pair.moving, clean_pair.moving_labels)):
+    for image, labels in (
+        (clean_pair.fixed, clean_pair.fixed_labels),
+        (clean_pair.moving, clean_pair.moving_labels),
+    ):
         hu = itk.array_view_from_image(image)
         lab = itk.array_view_from_image(labels)
         assert -900 <= hu[lab == 1].mean() <= -750  # lungs
         assert hu[lab == 6].mean() > 300  # spine
         assert 30 <= hu[lab == 2].mean() <= 100  # liver
-        corners = hu[::hu.shape[0] - 1, ::hu.shape[1] - 1, ::hu.shape[2] - 1]
+        corners = hu[:: hu.shape[0] - 1, :: hu.shape[1] - 1, :: hu.shape[2] - 1]
         np.testing.assert_allclose(corners, -1000.0, atol=0.5)
     far = np.array([[0.0, 200.0, 0.0], [-200.0, 0.0, 50.0], [0.0, -150.0, -100.0]])
     np.testing.assert_allclose(phantom_hu(far), -1000.0, atol=1e-3)
@@ -130,8 +133,14 @@ def test_oblique_anisotropic_offset_grids() -> None:
     default = centred_grid((40, 34, 24), (4.0, 4.0, 7.0), direction)
     origin = np.add(default.origin, [13.5, -7.25, 21.0])
     pair = make_phantom_pair(
-        size=(40, 34, 24), spacing=(4.0, 4.0, 7.0), direction=direction, origin=origin,
-        noise_hu=0.0, amplitude_mm=9.0, moving_size=(30, 30, 30), moving_spacing=(5.0, 4.5, 5.5),
+        size=(40, 34, 24),
+        spacing=(4.0, 4.0, 7.0),
+        direction=direction,
+        origin=origin,
+        noise_hu=0.0,
+        amplitude_mm=9.0,
+        moving_size=(30, 30, 30),
+        moving_spacing=(5.0, 4.5, 5.5),
         moving_direction=_rotation((0.0, 1.0, 0.0), -15.0).ravel(),
     )
     assert Grid.of(pair.fixed).same_as(pair.fixed_grid)
@@ -142,9 +151,11 @@ def test_oblique_anisotropic_offset_grids() -> None:
     assert pair.moving_grid.spacing == (5.0, 4.5, 5.5)
     # the moving grid is centred on the fixed grid's centre
     fixed_centre = pair.fixed_grid.index_to_physical @ np.append(
-        0.5 * (np.asarray(pair.fixed_grid.size) - 1), 1.0)
+        0.5 * (np.asarray(pair.fixed_grid.size) - 1), 1.0
+    )
     moving_centre = pair.moving_grid.index_to_physical @ np.append(
-        0.5 * (np.asarray(pair.moving_grid.size) - 1), 1.0)
+        0.5 * (np.asarray(pair.moving_grid.size) - 1), 1.0
+    )
     np.testing.assert_allclose(moving_centre, fixed_centre, atol=1e-9)
     # our voxel centres are ITK's physical points
     points = grid_points_mm(pair.fixed_grid)
@@ -177,8 +188,9 @@ def test_seeds(clean_pair: PhantomPair) -> None:
         noise = arr_a - itk.array_from_image(getattr(clean_pair, name))
         assert abs(noise.mean()) < 0.2 and 9.5 < noise.std() < 10.5
     np.testing.assert_array_equal(a.truth, c.truth)
-    np.testing.assert_array_equal(itk.array_from_image(a.fixed_labels),
-                                  itk.array_from_image(c.fixed_labels))
+    np.testing.assert_array_equal(
+        itk.array_from_image(a.fixed_labels), itk.array_from_image(c.fixed_labels)
+    )
     # the two images get independent noise
     noise_f = itk.array_from_image(a.fixed) - itk.array_from_image(clean_pair.fixed)
     noise_m = itk.array_from_image(a.moving) - itk.array_from_image(clean_pair.moving)

@@ -24,8 +24,7 @@ from itk_samconvex.edge.prealign import (
     shift_scores,
     smoothed_for,
 )
-from itk_samconvex.edge.space import Grid, scalar_image
-from itk_samconvex.edge.transforms import linear_parts
+from itk_samconvex.edge.space import Grid, linear_parts, scalar_image
 
 FRAME_SHIFT = np.array([37.0, -52.0, 640.0])  # LPS mm between the two "scanners"
 
@@ -34,8 +33,7 @@ def phantom_image(size, spacing, direction=None, centre=(0.0, 0.0, 0.0), shift=(
     """The phantom sampled on a grid centred at ``centre``, its content moved by ``shift``."""
     grid = centred_grid(size, spacing, direction, centre_mm=centre)
     hu = phantom_hu(grid_points_mm(grid).reshape(-1, 3)).reshape(grid.shape)
-    moved = Grid(grid.size, grid.spacing, tuple(np.asarray(grid.origin) + shift),
-                 grid.direction)
+    moved = Grid(grid.size, grid.spacing, tuple(np.asarray(grid.origin) + shift), grid.direction)
     return scalar_image(hu.astype(np.float32), moved, itk.F)
 
 
@@ -58,24 +56,35 @@ def test_search_recovers_a_frame_shift_across_oblique_anisotropic_grids(oblique_
 
 def test_search_finds_a_thin_slab_far_from_the_fixed_centre(oblique_fixed):
     # 42 mm of anatomy from 50 mm above the body centre, in another scanner frame
-    slab = phantom_image((100, 90, 12), (3.5, 3.5, 3.5), centre=(0.0, 0.0, 50.0),
-                         shift=FRAME_SHIFT)
+    slab = phantom_image((100, 90, 12), (3.5, 3.5, 3.5), centre=(0.0, 0.0, 50.0), shift=FRAME_SHIFT)
     result = search_translation(oblique_fixed, slab, spacing_mm=6.0)
     assert np.linalg.norm(result.translation_mm - FRAME_SHIFT) < 9.0, result
 
 
 def test_search_errors_name_the_input_and_the_fix(oblique_fixed):
-    air = scalar_image(np.full((10, 10, 10), -1000.0, np.float32),
-                       centred_grid((10, 10, 10), (2.0, 2.0, 2.0)), itk.F)
-    with pytest.raises(InputError, match=r"moving image has no voxel above -500 HU.*initial "
-                                         r"transform"):
+    air = scalar_image(
+        np.full((10, 10, 10), -1000.0, np.float32),
+        centred_grid((10, 10, 10), (2.0, 2.0, 2.0)),
+        itk.F,
+    )
+    with pytest.raises(
+        InputError,
+        match=r"moving image has no voxel above -500 HU.*initial "
+        r"transform",
+    ):
         search_translation(oblique_fixed, air)
-    with pytest.raises(InputError, match=r"min_overlap \(least overlapping body volume, as a "
-                                         r"fraction of the smaller body\) must be in \(0, 1\]"):
+    with pytest.raises(
+        InputError,
+        match=r"min_overlap \(least overlapping body volume, as a "
+        r"fraction of the smaller body\) must be in \(0, 1\]",
+    ):
         search_translation(oblique_fixed, oblique_fixed, min_overlap=0.0)
     coarse = coarse_image(oblique_fixed, 8.0, "fixed image")
-    with pytest.raises(InputError, match=r"coarse_fixed has spacing 8\.0 mm; the search runs at "
-                                         r"6\.0 mm"):
+    with pytest.raises(
+        InputError,
+        match=r"coarse_fixed has spacing 8\.0 mm; the search runs at "
+        r"6\.0 mm",
+    ):
         search_translation(oblique_fixed, oblique_fixed, coarse_fixed=coarse)
 
 
@@ -130,17 +139,21 @@ def _mean_error_mm(transform, points, truth):
 
 
 @pytest.mark.slow
-def test_search_initialised_elastix_aligns_a_slab_by_its_inverse_similarity(oblique_fixed,
-                                                                             caplog):
+def test_search_initialised_elastix_aligns_a_slab_by_its_inverse_similarity(oblique_fixed, caplog):
     if not hasattr(itk, "ElastixRegistrationMethod"):
         pytest.skip("itk-elastix is not installed")
     from itk_samconvex.edge.elastix import elastix_affine
 
-    slab = phantom_image((100, 90, 12), (3.5, 3.5, 3.5), centre=(0.0, 0.0, 50.0),
-                         shift=FRAME_SHIFT)
+    slab = phantom_image((100, 90, 12), (3.5, 3.5, 3.5), centre=(0.0, 0.0, 50.0), shift=FRAME_SHIFT)
     # fixed points in the slab's anatomy: where the true transform lands inside the slab
-    points = np.array([[x, y, z] for x in (-60.0, 0.0, 60.0) for y in (-40.0, 0.0, 40.0)
-                       for z in (40.0, 50.0, 60.0)])
+    points = np.array(
+        [
+            [x, y, z]
+            for x in (-60.0, 0.0, 60.0)
+            for y in (-40.0, 0.0, 40.0)
+            for z in (40.0, 50.0, 60.0)
+        ]
+    )
     with caplog.at_level("INFO", logger="itk_samconvex"):
         searched = elastix_affine(oblique_fixed, slab, iterations=200)
     assert "registering moving to fixed (similarity) and inverting" in caplog.text
@@ -162,10 +175,15 @@ def test_search_initialised_elastix_recovers_a_rotated_scaled_frame(oblique_fixe
     y = grid_points_mm(grid).reshape(-1, 3)
     # moving(y) = phantom(A^-1 (y - FRAME_SHIFT)), so T(x) = A x + FRAME_SHIFT
     source = (y - FRAME_SHIFT) @ np.linalg.inv(matrix).T
-    moving = scalar_image(phantom_hu(source).reshape(grid.shape).astype(np.float32), grid,
-                          itk.F)
-    points = np.array([[x, yy, z] for x in (-80.0, 0.0, 80.0) for yy in (-60.0, 0.0, 60.0)
-                       for z in (-80.0, 0.0, 80.0)])
+    moving = scalar_image(phantom_hu(source).reshape(grid.shape).astype(np.float32), grid, itk.F)
+    points = np.array(
+        [
+            [x, yy, z]
+            for x in (-80.0, 0.0, 80.0)
+            for yy in (-60.0, 0.0, 60.0)
+            for z in (-80.0, 0.0, 80.0)
+        ]
+    )
     with caplog.at_level("INFO", logger="itk_samconvex"):
         searched = elastix_affine(oblique_fixed, moving, iterations=200)
     assert "inverting" not in caplog.text and "using the translation" not in caplog.text
@@ -177,6 +195,9 @@ def test_elastix_affine_refuses_an_unknown_initialization(oblique_fixed):
 
     if not hasattr(itk, "ElastixRegistrationMethod"):
         pytest.skip("itk-elastix is not installed")
-    with pytest.raises(InputError, match=r"initialization must be one of \('search', "
-                                         r"'geometric-centre'\); got 'centre'"):
+    with pytest.raises(
+        InputError,
+        match=r"initialization must be one of \('search', "
+        r"'geometric-centre'\); got 'centre'",
+    ):
         elastix_affine(oblique_fixed, oblique_fixed, initialization="centre")

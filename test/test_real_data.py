@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from itk_samconvex import register, warp_image
-from itk_samconvex.apps.metrics import dice_per_label, jacobian_determinant, jacobian_stats
 from itk_samconvex.apps.phantom import grid_points_mm
 from itk_samconvex.edge.space import Grid, scalar_image
 from itk_samconvex.edge.transforms import displacement_transform
+from itk_samconvex.metrics import dice_per_label, jacobian_determinant, jacobian_stats
 
 pytestmark = pytest.mark.slow
 
@@ -52,21 +52,25 @@ def known_warp(shared_data):
     source = itk.imread(str(shared_data / "unlabeled" / "ibsi_pat1_lung_ct.nii.gz"), itk.F)
     src = Grid.of(source)
     centre = np.asarray(src.origin) + src.direction_matrix @ (
-        np.asarray(src.spacing) * (np.asarray(src.size) - 1) / 2)
+        np.asarray(src.spacing) * (np.asarray(src.size) - 1) / 2
+    )
     spacing = np.array([0.7, 0.7, 2.5])
     size = np.round(np.array([140.0, 130.0, 90.0]) / spacing).astype(int)
     direction = rotation([1, 2, 3], 17)
     origin = centre + np.array([3.0, -4.0, 5.0]) - direction @ (spacing * (size - 1) / 2)
-    grid = Grid(tuple(int(v) for v in size), tuple(spacing), tuple(origin),
-                tuple(direction.ravel()))
+    grid = Grid(
+        tuple(int(v) for v in size), tuple(spacing), tuple(origin), tuple(direction.ravel())
+    )
     points = grid_points_mm(grid)
     truth = smooth_warp(points, centre, 15.0, seed=1).astype(np.float32)
     index = (points + truth - src.origin) @ np.linalg.inv(
-        src.direction_matrix @ np.diag(src.spacing)).T
+        src.direction_matrix @ np.diag(src.spacing)
+    ).T
     assert np.all((index > -0.5) & (index < np.asarray(src.size) - 0.5)), "truth leaves the scan"
     reference = scalar_image(np.zeros(grid.shape, np.float32), grid)
-    fixed = warp_image(source, displacement_transform(truth, grid), reference,
-                       default_value=-1024.0)
+    fixed = warp_image(
+        source, displacement_transform(truth, grid), reference, default_value=-1024.0
+    )
     return fixed, source, truth
 
 
@@ -79,16 +83,22 @@ def test_known_warp_of_a_real_ct_is_recovered(known_warp):
     grid = Grid.of(fixed)
     det = jacobian_determinant(estimate, grid.spacing, grid.direction_matrix)
     stats = jacobian_stats(det)
-    print(f"\nknown warp: mean |u| {np.linalg.norm(truth, axis=-1)[body].mean():.2f} mm, "
-          f"end-point error mean {error.mean():.3f} mm, p95 {np.percentile(error, 95):.3f} mm, "
-          f"non-positive Jacobian {stats['percent_nonpositive']:.4f}%, "
-          f"time {result.timings['total']:.1f} s")
+    print(
+        f"\nknown warp: mean |u| {np.linalg.norm(truth, axis=-1)[body].mean():.2f} mm, "
+        f"end-point error mean {error.mean():.3f} mm, p95 {np.percentile(error, 95):.3f} mm, "
+        f"non-positive Jacobian {stats['percent_nonpositive']:.4f}%, "
+        f"time {result.timings['total']:.1f} s"
+    )
     assert error.mean() <= 1.5
     assert stats["percent_nonpositive"] < 0.5
 
 
-FOUR_PAIRS = ["headneck_okbp_pt4_vs_pt13", "headneck_okbp_pt4_vs_pt17",
-              "headneck_okbp_pt17_vs_pt22", "headneck_okbp_pt13_vs_pt22"]
+FOUR_PAIRS = [
+    "headneck_okbp_pt4_vs_pt13",
+    "headneck_okbp_pt4_vs_pt17",
+    "headneck_okbp_pt17_vs_pt22",
+    "headneck_okbp_pt13_vs_pt22",
+]
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +123,12 @@ def test_head_neck_pairs_gain_dice_over_the_elastix_affine(shared_data, manifest
     target = itk.array_view_from_image(fixed_labels)
 
     def mean_dice(transform):
-        warped = warp_image(moving_labels, transform, fixed_labels, nearest=True,
-                            default_value=0)
-        return float(np.nanmean(list(dice_per_label(
-            target, itk.array_view_from_image(warped), labels).values())))
+        warped = warp_image(moving_labels, transform, fixed_labels, nearest=True, default_value=0)
+        return float(
+            np.nanmean(
+                list(dice_per_label(target, itk.array_view_from_image(warped), labels).values())
+            )
+        )
 
     before, after = mean_dice(affine), mean_dice(result.transform)
     print(f"\n{case_id}: mean organ Dice {before:.3f} (affine) -> {after:.3f}")

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from itk_samconvex import InputError, preset_config, register
-from itk_samconvex.solver.features.sam import SAMNetwork, embed, local_shape
-from itk_samconvex.solver.features.sam_checkpoint import ENV_VAR, load_sam, save_sam
 from itk_samconvex.apps.phantom import make_phantom_pair
+from itk_samconvex.apps.training.checkpoints import save_sam
+from itk_samconvex.solver.features.sam import SAMNetwork, embed, local_shape
+from itk_samconvex.solver.features.sam_checkpoint import ENV_VAR, load_sam
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,10 @@ def test_tiled_inference_equals_whole_volume(small_net):
 
 
 def mmcv_style(network: SAMNetwork, prefix: str = "") -> dict:
-    return {"meta": {"mmcv_version": "1.4.7", "iter": 38000},
-            "state_dict": {prefix + k: v.clone() for k, v in network.state_dict().items()}}
+    return {
+        "meta": {"mmcv_version": "1.4.7", "iter": 38000},
+        "state_dict": {prefix + k: v.clone() for k, v in network.state_dict().items()},
+    }
 
 
 @pytest.mark.parametrize("layout", ["mmcv", "plain", "module", "ours"])
@@ -91,8 +94,11 @@ def test_uae_semantic_head_is_ignored_with_a_log_line(tmp_path, small_net, caplo
 
 
 def test_fp16_storage_and_absent_batch_counters_load(tmp_path, small_net):
-    state = {k: (v.half() if v.is_floating_point() else v)
-             for k, v in small_net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {
+        k: (v.half() if v.is_floating_point() else v)
+        for k, v in small_net.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     torch.save({"state_dict": state}, tmp_path / "half.pth")
     loaded = load_sam(tmp_path / "half.pth")
     assert loaded.backbone.conv1.conv.weight.dtype == torch.float32
@@ -108,14 +114,19 @@ def test_wrong_shape_and_missing_key_fail_with_the_exact_diff(tmp_path, small_ne
     message = str(info.value)
     assert "2 difference(s)" in message
     assert "missing key backbone.layer4.1.conv2.bn.running_var (expected shape (64,))" in message
-    assert ("wrong shape for neck.fpn_convs.0.conv.weight: checkpoint (16, 16, 1, 1, 1), "
-            "expected (16, 16, 3, 3, 3)") in message
+    assert (
+        "wrong shape for neck.fpn_convs.0.conv.weight: checkpoint (16, 16, 1, 1, 1), "
+        "expected (16, 16, 3, 3, 3)"
+    ) in message
 
 
 def test_no_checkpoint_says_how_to_get_weights(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    with pytest.raises(InputError, match=r"need SAM weights and none were given.*ModelScope.*"
-                                         r"samconvex train-sam.*features='mind'"):
+    with pytest.raises(
+        InputError,
+        match=r"need SAM weights and none were given.*ModelScope.*"
+        r"samconvex train-sam.*features='mind'",
+    ):
         load_sam(None)
 
 
@@ -124,8 +135,11 @@ def test_checkpoint_from_the_environment_variable(tmp_path, small_net, monkeypat
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "env.pt"))
     assert load_sam(None).width == 8
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "absent.pt"))
-    with pytest.raises(InputError, match=r"absent\.pt \(from SAMCONVEX_SAM_CHECKPOINT\) does "
-                                         r"not exist"):
+    with pytest.raises(
+        InputError,
+        match=r"absent\.pt \(from SAMCONVEX_SAM_CHECKPOINT\) does "
+        r"not exist",
+    ):
         load_sam(None)
 
 
@@ -136,9 +150,17 @@ def test_checkpoint_from_the_environment_variable(tmp_path, small_net, monkeypat
 def test_registration_runs_with_sam_features(tmp_path, small_net, features):
     save_sam(small_net, tmp_path / "sam.pt")
     pair = make_phantom_pair(size=(48, 40, 40), spacing=(6.0, 6.0, 6.0))
-    result = register(pair.fixed, pair.moving, preset_config(
-        "fast", features=features, sam_checkpoint=str(tmp_path / "sam.pt"),
-        working_spacing_mm=4.0, io_iterations=5))
+    result = register(
+        pair.fixed,
+        pair.moving,
+        preset_config(
+            "fast",
+            features=features,
+            sam_checkpoint=str(tmp_path / "sam.pt"),
+            working_spacing_mm=4.0,
+            io_iterations=5,
+        ),
+    )
     field = np.asarray(itk.array_view_from_image(result.field))
     assert field.shape == (*pair.fixed_grid.shape, 3)
     assert np.isfinite(field).all()
@@ -162,11 +184,25 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path, ct_folder):
     from itk_samconvex.apps.training.losses import LossSettings
     from itk_samconvex.apps.training.train import TrainSettings, train_sam
 
-    loss = LossSettings(local_queries=40, local_hard=200, local_negatives=64, global_hard=40,
-                        global_negatives=32, global_batch_negatives=32)
-    settings = TrainSettings(width=8, patch=(16, 48, 48), volumes_per_step=2, iterations=40,
-                             learning_rate=0.02, warmup=5, checkpoint_every=20, loss=loss,
-                             hard_mining_start=1000)
+    loss = LossSettings(
+        local_queries=40,
+        local_hard=200,
+        local_negatives=64,
+        global_hard=40,
+        global_negatives=32,
+        global_batch_negatives=32,
+    )
+    settings = TrainSettings(
+        width=8,
+        patch=(16, 48, 48),
+        volumes_per_step=2,
+        iterations=40,
+        learning_rate=0.02,
+        warmup=5,
+        checkpoint_every=20,
+        loss=loss,
+        hard_mining_start=1000,
+    )
     out = tmp_path / "sam.pt"
     train_sam(ct_folder, out, settings, progress=False)
     meta = torch.load(out, map_location="cpu", weights_only=False)["meta"]

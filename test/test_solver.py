@@ -40,18 +40,27 @@ def constant_field(shape, zyx):
 def reference_mind(image, radius, dilation):
     """Direct MIND-SSC definition: 12 pairs, patch SSD, variance normalisation."""
     faces = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, 1), (0, 1, 0), (1, 0, 0)]
-    pairs = [(a, b) for a, b in itertools.combinations(faces, 2)
-             if sum((p - q) ** 2 for p, q in zip(a, b, strict=True)) == 2]
+    pairs = [
+        (a, b)
+        for a, b in itertools.combinations(faces, 2)
+        if sum((p - q) ** 2 for p, q in zip(a, b, strict=True)) == 2
+    ]
     d, r = dilation, radius
     pad = 2 * d + r
     padded = F.pad(image, (pad,) * 6, mode="replicate")
     nz, ny, nx = image.shape[2:]
     channels = []
     for a, b in pairs:
+
         def crop(o):
-            return padded[:, :, pad + d * o[0] - r: pad + d * o[0] + nz + r,
-                          pad + d * o[1] - r: pad + d * o[1] + ny + r,
-                          pad + d * o[2] - r: pad + d * o[2] + nx + r]
+            return padded[
+                :,
+                :,
+                pad + d * o[0] - r : pad + d * o[0] + nz + r,
+                pad + d * o[1] - r : pad + d * o[1] + ny + r,
+                pad + d * o[2] - r : pad + d * o[2] + nx + r,
+            ]
+
         channels.append(F.avg_pool3d((crop(a) - crop(b)) ** 2, 2 * r + 1, stride=1))
     dist = torch.cat(channels, 1)
     dist = dist - dist.min(1, keepdim=True).values
@@ -87,7 +96,7 @@ def naive_cost(fixed, moving, radius):
     padded = F.pad(moving, (radius,) * 6, mode="replicate")
     costs = []
     for dz, dy, dx in itertools.product(range(2 * radius + 1), repeat=3):
-        shifted = padded[:, :, dz:dz + nz, dy:dy + ny, dx:dx + nx]
+        shifted = padded[:, :, dz : dz + nz, dy : dy + ny, dx : dx + nx]
         costs.append(0.5 * ((fixed - shifted) ** 2).sum(1)[0])
     return torch.stack(costs, -1)
 
@@ -101,8 +110,11 @@ def test_cost_volume_matches_naive_ssd_and_label_order(radius):
     assert cost.shape == (6, 7, 9, (2 * radius + 1) ** 3)
     assert torch.allclose(cost, naive_cost(fixed, moving, radius), atol=1e-5)
     offsets = label_offsets(radius)
-    assert offsets[0].tolist() == [-radius] * 3 and offsets[1].tolist() == [-radius, -radius,
-                                                                              1 - radius]
+    assert offsets[0].tolist() == [-radius] * 3 and offsets[1].tolist() == [
+        -radius,
+        -radius,
+        1 - radius,
+    ]
 
 
 def test_cost_volume_finds_an_integer_shift():
@@ -161,8 +173,15 @@ def test_instance_optimisation_recovers_a_subvoxel_shift():
     moving[:, 2] = torch.sin(2 * moving[:, 2])
     shift = constant_field((24, 24, 24), (0.6, -0.4, 0.3))
     fixed = warp(moving, shift)
-    out = instance_optimization(fixed, moving, torch.zeros_like(shift), iterations=60,
-                                learning_rate=0.1, regularization=0.1, relinearize_every=5)
+    out = instance_optimization(
+        fixed,
+        moving,
+        torch.zeros_like(shift),
+        iterations=60,
+        learning_rate=0.1,
+        regularization=0.1,
+        relinearize_every=5,
+    )
     inner = out[0, :, 4:-4, 4:-4, 4:-4].mean((1, 2, 3))
     assert torch.allclose(inner, torch.tensor([0.6, -0.4, 0.3]), atol=0.05)
 
@@ -173,8 +192,15 @@ def test_instance_optimisation_increment_mode_composes_with_the_initial_field():
     truth = constant_field((20, 20, 20), (1.5, -1.0, 0.5))
     fixed = warp(moving, truth)
     init = constant_field((20, 20, 20), (1.0, -1.0, 0.0))
-    out = instance_optimization(fixed, moving, init, iterations=60, learning_rate=0.1,
-                                regularization=0.1, parameterization="increment")
+    out = instance_optimization(
+        fixed,
+        moving,
+        init,
+        iterations=60,
+        learning_rate=0.1,
+        regularization=0.1,
+        parameterization="increment",
+    )
     inner = out[0, :, 4:-4, 4:-4, 4:-4].mean((1, 2, 3))
     assert torch.allclose(inner, torch.tensor([1.5, -1.0, 0.5]), atol=0.06)
 
@@ -196,8 +222,9 @@ def test_register_tensors_recovers_a_translation(preset):
     moving = ct_like(shape)
     truth = constant_field(shape, (2.4, -1.6, 3.2))  # working-grid voxels
     fixed = warp(moving, truth)
-    cfg = preset_config(preset, levels=(LevelConfig(8, 2), LevelConfig(4, 2),
-                                        LevelConfig(2, 2, False)))
+    cfg = preset_config(
+        preset, levels=(LevelConfig(8, 2), LevelConfig(4, 2), LevelConfig(2, 2, False))
+    )
     result = register_tensors(fixed, moving, cfg, MINDExtractor())
     assert result.factor == 2 and result.field.shape == (1, 3, 24, 24, 24)
     body = (fixed > -500)[0, 0, ::2, ::2, ::2]

@@ -17,7 +17,6 @@ from helpers import (
     rotation,
     voxel_points,
 )
-from itk_samconvex.errors import InputError
 from itk_samconvex.edge.space import (
     SAMPLING_SLACK,
     Grid,
@@ -31,6 +30,7 @@ from itk_samconvex.edge.space import (
     vector_image,
     working_grid,
 )
+from itk_samconvex.errors import InputError
 
 COEFFS = np.array([0.31, -0.27, 0.43])  # f(p) = COEFFS . p + OFFSET, p in LPS mm
 OFFSET = 12.5
@@ -96,16 +96,18 @@ def test_grid_apply_to_round_trip(oblique_grid):
 def test_grid_same_as_tolerances(oblique_grid):
     g = oblique_grid
     tol = 1e-6 * 2.5  # ITK coordinate tolerance relative to the (largest) spacing
-    near_origin = make_grid(g.size, g.spacing, np.add(g.origin, [0.4 * tol, -0.4 * tol, 0]),
-                            g.direction_matrix)
-    far_origin = make_grid(g.size, g.spacing, np.add(g.origin, [0, 3 * tol, 0]),
-                           g.direction_matrix)
+    near_origin = make_grid(
+        g.size, g.spacing, np.add(g.origin, [0.4 * tol, -0.4 * tol, 0]), g.direction_matrix
+    )
+    far_origin = make_grid(g.size, g.spacing, np.add(g.origin, [0, 3 * tol, 0]), g.direction_matrix)
     assert g.same_as(near_origin)
     assert not g.same_as(far_origin)
-    near_spacing = make_grid(g.size, np.add(g.spacing, [0, 0, 0.5 * tol]), g.origin,
-                             g.direction_matrix)
-    far_spacing = make_grid(g.size, np.add(g.spacing, [0, 0, 4 * tol]), g.origin,
-                            g.direction_matrix)
+    near_spacing = make_grid(
+        g.size, np.add(g.spacing, [0, 0, 0.5 * tol]), g.origin, g.direction_matrix
+    )
+    far_spacing = make_grid(
+        g.size, np.add(g.spacing, [0, 0, 4 * tol]), g.origin, g.direction_matrix
+    )
     assert g.same_as(near_spacing)
     assert not g.same_as(far_spacing)
     near_dir = make_grid(g.size, g.spacing, g.origin, g.direction_matrix + 5e-7)
@@ -131,8 +133,10 @@ def _centre(grid: Grid) -> np.ndarray:
     return index_to_point(grid, (np.asarray(grid.size) - 1) / 2.0)
 
 
-@pytest.mark.parametrize(("spacing", "multiple", "size"),
-                         [(2.0, 4, (12, 8, 16)), (2.0, 8, (16, 8, 16)), (1.1, 2, (16, 14, 28))])
+@pytest.mark.parametrize(
+    ("spacing", "multiple", "size"),
+    [(2.0, 4, (12, 8, 16)), (2.0, 8, (16, 8, 16)), (1.1, 2, (16, 14, 28))],
+)
 def test_working_grid_geometry(oblique_grid, spacing, multiple, size):
     # extent of the fixed voxels: (24*0.7, 20*0.7, 12*2.5) = (16.8, 14, 30) mm
     w = working_grid(oblique_grid, spacing, multiple)
@@ -153,7 +157,8 @@ def test_working_grid_on_a_box(oblique_grid):
     # extents (7, 5, 16.5) / 1.5 -> ceil (5, 4, 11) -> multiples of 4 (8, 4, 12)
     assert w.size == (8, 4, 12)
     box_centre = np.asarray(oblique_grid.origin) + oblique_grid.direction_matrix @ (
-        0.5 * (low + high))
+        0.5 * (low + high)
+    )
     np.testing.assert_allclose(_centre(w), box_centre, rtol=0, atol=1e-9)
     # the box corners are inside the working extent
     d = oblique_grid.direction_matrix
@@ -173,8 +178,9 @@ def test_level_grid_centres(oblique_grid, factor):
     assert lv.direction == w.direction
     for j in [(0, 0, 0), (1, 2, 3), tuple(n - 1 for n in lv.size)]:
         working_index = factor * np.asarray(j) + (factor - 1) / 2.0
-        np.testing.assert_allclose(index_to_point(lv, j), index_to_point(w, working_index),
-                                   rtol=0, atol=1e-9)
+        np.testing.assert_allclose(
+            index_to_point(lv, j), index_to_point(w, working_index), rtol=0, atol=1e-9
+        )
     assert level_grid(w, 1) is w
 
 
@@ -212,14 +218,16 @@ def test_sample_image_reproduces_a_linear_function(oblique_grid):
     expected_inside = _inside(index, oblique_grid.size)
     assert expected_inside.sum() > 500
     np.testing.assert_array_equal(inside.numpy(), _in_extent(index, oblique_grid.size))
-    np.testing.assert_allclose(values.numpy()[expected_inside],
-                               _linear_values(points[expected_inside]), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+        values.numpy()[expected_inside], _linear_values(points[expected_inside]), rtol=0, atol=1e-3
+    )
     # outside: the border value is replicated (nearest in-image index), not a default
     outside = ~expected_inside
     assert outside.sum() > 100
     clamped = np.clip(index[outside], 0, np.asarray(oblique_grid.size) - 1)
-    np.testing.assert_allclose(values.numpy()[outside],
-                               _linear_values(index_to_point(oblique_grid, clamped)), atol=2e-3)
+    np.testing.assert_allclose(
+        values.numpy()[outside], _linear_values(index_to_point(oblique_grid, clamped)), atol=2e-3
+    )
 
 
 def test_sample_image_through_a_transform(oblique_grid):
@@ -235,14 +243,16 @@ def test_sample_image_through_a_transform(oblique_grid):
     offset = np.asarray(transform.GetOffset())
     mapped = points @ m.T + offset
     for idx in [(0, 0, 0), (5, 7, 9)]:
-        np.testing.assert_allclose(mapped[idx], np.asarray(transform.TransformPoint(points[idx])),
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            mapped[idx], np.asarray(transform.TransformPoint(points[idx])), atol=1e-9
+        )
     index = point_to_index(oblique_grid, mapped)
     expected_inside = _inside(index, oblique_grid.size)
     assert expected_inside.sum() > 500
     np.testing.assert_array_equal(inside.numpy(), _in_extent(index, oblique_grid.size))
-    np.testing.assert_allclose(values.numpy()[expected_inside],
-                               _linear_values(mapped[expected_inside]), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+        values.numpy()[expected_inside], _linear_values(mapped[expected_inside]), rtol=0, atol=1e-3
+    )
 
 
 def test_sample_image_through_a_non_linear_transform(oblique_grid):
@@ -259,8 +269,9 @@ def test_sample_image_through_a_non_linear_transform(oblique_grid):
     expected_inside = _inside(index, oblique_grid.size)
     assert expected_inside.sum() > 500
     np.testing.assert_array_equal(inside.numpy(), _in_extent(index, oblique_grid.size))
-    np.testing.assert_allclose(values.numpy()[expected_inside],
-                               _linear_values(mapped[expected_inside]), rtol=0, atol=2e-3)
+    np.testing.assert_allclose(
+        values.numpy()[expected_inside], _linear_values(mapped[expected_inside]), rtol=0, atol=2e-3
+    )
 
 
 def _label_image(grid: Grid, pixel=itk.UC):
@@ -337,8 +348,9 @@ def test_field_to_grid_constant_field_in_mm(oblique_grid):
     assert out.shape == (*oblique_grid.shape, 3)
     assert out.dtype == np.float32
     expected = oblique_grid.direction_matrix @ np.diag([1.5] * 3) @ np.array([2.0, -1.25, 0.5])
-    np.testing.assert_allclose(out.reshape(-1, 3), np.broadcast_to(expected, (out.size // 3, 3)),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        out.reshape(-1, 3), np.broadcast_to(expected, (out.size // 3, 3)), rtol=0, atol=1e-5
+    )
 
 
 def test_field_to_grid_linear_field_is_sampled_at_target_voxels(oblique_grid):
@@ -354,11 +366,14 @@ def test_field_to_grid_linear_field_is_sampled_at_target_voxels(oblique_grid):
     inside = _inside(idx, w.size)
     assert inside.mean() > 0.9
     ii, jj, kk = idx[..., 0], idx[..., 1], idx[..., 2]
-    vox_xyz = np.stack([
-        0.03 * ii + 0.02 * jj - 0.01 * kk + 0.2,
-        -0.04 * ii + 0.01 * jj + 0.02 * kk - 0.3,
-        0.02 * ii - 0.03 * jj + 0.05 * kk + 0.1,
-    ], axis=-1)
+    vox_xyz = np.stack(
+        [
+            0.03 * ii + 0.02 * jj - 0.01 * kk + 0.2,
+            -0.04 * ii + 0.01 * jj + 0.02 * kk - 0.3,
+            0.02 * ii - 0.03 * jj + 0.05 * kk + 0.1,
+        ],
+        axis=-1,
+    )
     expected = vox_xyz @ index_displacement_matrix(w).T
     np.testing.assert_allclose(out[inside], expected[inside], rtol=0, atol=1e-4)
 
@@ -366,16 +381,26 @@ def test_field_to_grid_linear_field_is_sampled_at_target_voxels(oblique_grid):
 def test_field_to_grid_with_affine_baking(oblique_grid):
     w = working_grid(oblique_grid, 1.5, 4)
     vox_zyx = np.array([0.4, -0.8, 1.1])
-    field = torch.as_tensor(vox_zyx, dtype=torch.float32).view(1, 3, 1, 1, 1).expand(
-        1, 3, *w.shape).contiguous()
-    a = rotation((2, -1, 1), 9.0) @ np.array([[1.05, 0.02, 0.0], [0.0, 0.97, 0.03],
-                                              [0.01, 0.0, 1.02]])
+    field = (
+        torch.as_tensor(vox_zyx, dtype=torch.float32)
+        .view(1, 3, 1, 1, 1)
+        .expand(1, 3, *w.shape)
+        .contiguous()
+    )
+    a = rotation((2, -1, 1), 9.0) @ np.array(
+        [[1.05, 0.02, 0.0], [0.0, 0.97, 0.03], [0.01, 0.0, 1.02]]
+    )
     t = np.array([3.5, -2.0, 1.25])
     target = oblique_grid
     ds = target.direction_matrix @ np.diag(target.spacing)
     delta = a - np.eye(3)
-    out = field_to_grid(field, w, target, linear_map=a,
-                        index_affine=(delta @ np.asarray(target.origin) + t, delta @ ds))
+    out = field_to_grid(
+        field,
+        w,
+        target,
+        linear_map=a,
+        index_affine=(delta @ np.asarray(target.origin) + t, delta @ ds),
+    )
     x = voxel_points(target)
     u = index_displacement_matrix(w) @ vox_zyx[::-1]
     expected = (x + u) @ a.T + t - x
@@ -393,7 +418,8 @@ def test_field_to_grid_rejects_another_direction(oblique_grid):
 
 def test_vector_image_holds_the_array(oblique_grid):
     array = np.arange(np.prod(oblique_grid.shape) * 3, dtype=np.float32).reshape(
-        *oblique_grid.shape, 3)
+        *oblique_grid.shape, 3
+    )
     image = vector_image(array, oblique_grid)
     assert Grid.of(image).same_as(oblique_grid)
     np.testing.assert_array_equal(itk.array_from_image(image), array)
@@ -486,8 +512,12 @@ def test_check_mask_accepts_a_mask_on_the_grid(oblique_grid):
 
 def test_check_mask_rejects_another_grid(oblique_grid):
     mask = np.ones(oblique_grid.shape, dtype=np.uint8)
-    shifted = make_grid(oblique_grid.size, oblique_grid.spacing,
-                        np.add(oblique_grid.origin, [0.5, 0, 0]), oblique_grid.direction_matrix)
+    shifted = make_grid(
+        oblique_grid.size,
+        oblique_grid.spacing,
+        np.add(oblique_grid.origin, [0.5, 0, 0]),
+        oblique_grid.direction_matrix,
+    )
     image = make_image(mask, shifted, itk.UC)
     with pytest.raises(InputError) as info:
         check_mask(image, "fixed_mask", oblique_grid, "fixed image")

@@ -25,19 +25,17 @@ from helpers import (
     voxel_points,
 )
 from itk_samconvex.edge import elastix
-from itk_samconvex.errors import InputError
-from itk_samconvex.edge.space import Grid, index_displacement_matrix, working_grid
-from itk_samconvex.edge.transforms import (
-    as_transform,
-    baked_field,
+from itk_samconvex.edge.initial import as_transform
+from itk_samconvex.edge.io import read_transform, write_image, write_transform
+from itk_samconvex.edge.space import (
+    Grid,
     dense_field_of,
-    displacement_transform,
+    index_displacement_matrix,
     linear_parts,
-    read_transform,
-    transform_field_image,
-    write_image,
-    write_transform,
+    working_grid,
 )
+from itk_samconvex.edge.transforms import baked_field, displacement_transform, transform_field_image
+from itk_samconvex.errors import InputError
 
 RNG_SEED = 1234
 
@@ -65,7 +63,8 @@ def _translation(offset):
 
 
 AFFINE_M = rotation((1, -2, 0.5), 12.0) @ np.array(
-    [[1.08, 0.03, -0.02], [0.01, 0.93, 0.04], [-0.03, 0.02, 1.01]])
+    [[1.08, 0.03, -0.02], [0.01, 0.93, 0.04], [-0.03, 0.02, 1.01]]
+)
 AFFINE_T = np.array([2.5, -4.0, 1.75])
 AFFINE_C = np.array([-20.0, 18.0, 60.0])
 EULER_ANGLES = (0.12, -0.2, 0.3)  # radians about x, y, z
@@ -73,8 +72,9 @@ EULER_T = np.array([-1.5, 3.0, 0.5])
 EULER_C = np.array([5.0, -7.0, 40.0])
 TRANSLATION = np.array([3.25, -1.5, 7.0])
 
-SAMPLE_POINTS = np.array([[0.0, 0.0, 0.0], [-25.0, 14.0, 61.0], [12.5, -3.0, 44.0],
-                          [100.0, 50.0, -30.0]])
+SAMPLE_POINTS = np.array(
+    [[0.0, 0.0, 0.0], [-25.0, 14.0, 61.0], [12.5, -3.0, 44.0], [100.0, 50.0, -30.0]]
+)
 
 
 def _euler_matrix(ax, ay, az):
@@ -87,8 +87,9 @@ def _euler_matrix(ax, ay, az):
 
 def _assert_maps_like(ours, reference, points, atol=1e-6):
     for p in points:
-        np.testing.assert_allclose(transform_point(ours, p), transform_point(reference, p),
-                                   rtol=0, atol=atol)
+        np.testing.assert_allclose(
+            transform_point(ours, p), transform_point(reference, p), rtol=0, atol=atol
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,8 +122,9 @@ def test_linear_parts_similarity():
     expected_m = 1.15 * rotation((1, 2, 3), 20.0)
     np.testing.assert_allclose(m, expected_m, rtol=0, atol=1e-12)
     c = np.array([4.0, -2.0, 30.0])
-    np.testing.assert_allclose(t, np.array([0.5, 1.0, -2.0]) + c - expected_m @ c, rtol=0,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        t, np.array([0.5, 1.0, -2.0]) + c - expected_m @ c, rtol=0, atol=1e-10
+    )
 
 
 def test_linear_parts_translation_and_none():
@@ -141,8 +143,9 @@ def test_linear_parts_composite():
     m, t = linear_parts(composite)
     r = _euler_matrix(*EULER_ANGLES)
     np.testing.assert_allclose(m, r, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(t, r @ TRANSLATION + EULER_T + EULER_C - r @ EULER_C, rtol=0,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        t, r @ TRANSLATION + EULER_T + EULER_C - r @ EULER_C, rtol=0, atol=1e-10
+    )
 
 
 def _smooth_field(grid: Grid, amplitude=(1.2, -0.8, 0.6)) -> np.ndarray:
@@ -168,11 +171,13 @@ def test_displacement_transform_maps_x_plus_u(oblique_grid):
     transform = displacement_transform(u.astype(np.float32), oblique_grid)
     points = voxel_points(oblique_grid)
     for idx in [(0, 0, 0), (3, 7, 11), (11, 19, 23), (6, 2, 15)]:
-        np.testing.assert_allclose(transform_point(transform, points[idx]),
-                                   points[idx] + u[idx], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            transform_point(transform, points[idx]), points[idx] + u[idx], rtol=0, atol=1e-5
+        )
     # between voxels the field is linearly interpolated: exact for a linear field
-    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in oblique_grid.shape),
-                          indexing="ij")
+    k, j, i = np.meshgrid(
+        *(np.arange(n, dtype=np.float64) for n in oblique_grid.shape), indexing="ij"
+    )
     lin = np.stack([0.1 * i - 0.2 * k, 0.05 * j + 0.3, -0.1 * i + 0.07 * j], axis=-1)
     transform = displacement_transform(lin, oblique_grid)
     index = np.array([4.3, 7.6, 5.25])
@@ -211,9 +216,13 @@ def _working_setup(fixed: Grid):
 
     def u_mm(point):
         ii, jj, kk = point_to_index(w, point)
-        vox_xyz = np.array([0.01 * ii + 0.04 * jj - 0.03 * kk + 0.1,
-                            -0.02 * ii + 0.03 * jj + 0.01 * kk + 0.4,
-                            0.03 * ii - 0.02 * jj + 0.04 * kk - 0.2])
+        vox_xyz = np.array(
+            [
+                0.01 * ii + 0.04 * jj - 0.03 * kk + 0.1,
+                -0.02 * ii + 0.03 * jj + 0.01 * kk + 0.4,
+                0.03 * ii - 0.02 * jj + 0.04 * kk - 0.2,
+            ]
+        )
         return index_displacement_matrix(w) @ vox_xyz
 
     return w, field, u_mm
@@ -260,9 +269,12 @@ def test_baked_field_without_initial_is_the_plain_field(oblique_grid):
 def test_baked_field_displacement_field_initial(oblique_grid):
     w, field, u_mm = _working_setup(oblique_grid)
     # the initial field lives on its own (coarser, other-origin) grid covering the fixed one
-    init_grid = make_grid((14, 12, 12), (2.0, 2.0, 3.0),
-                          index_to_point(oblique_grid, (-3, -3, -2)),
-                          oblique_grid.direction_matrix @ rotation((0, 0, 1), 4.0))
+    init_grid = make_grid(
+        (14, 12, 12),
+        (2.0, 2.0, 3.0),
+        index_to_point(oblique_grid, (-3, -3, -2)),
+        oblique_grid.direction_matrix @ rotation((0, 0, 1), 4.0),
+    )
     initial = displacement_transform(_smooth_field(init_grid, (2.0, -1.5, 1.0)), init_grid)
     out = baked_field(field, w, oblique_grid, initial)
     _check_baked(out, oblique_grid, u_mm, initial, atol=1e-4)
@@ -337,7 +349,7 @@ def test_read_transform_displacement_field(tmp_path, oblique_grid):
 
 
 def test_read_transform_errors(tmp_path):
-    with pytest.raises(InputError, match=r"initial transform file .*nothere\.h5 does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"transform file .*nothere\.h5 does not exist"):
         read_transform(tmp_path / "nothere.h5")
     json_path = tmp_path / "transform.json"
     json_path.write_text("{}")
@@ -359,7 +371,7 @@ def test_write_transform_overwrite_rules(tmp_path):
     assert write_transform(first, path) == path
     _assert_maps_like(read_transform(path), first, SAMPLE_POINTS, atol=1e-9)
     second = _translation(TRANSLATION)
-    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
         write_transform(second, path)
     _assert_maps_like(read_transform(path), first, SAMPLE_POINTS, atol=1e-9)  # untouched
     write_transform(second, path, overwrite=True)
@@ -374,7 +386,7 @@ def test_write_image_overwrite_rules(tmp_path, oblique_grid, name):
     image = make_image(values, oblique_grid)
     path = tmp_path / name
     write_image(image, path)
-    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
         write_image(make_image(values * 0, oblique_grid), path)
     np.testing.assert_array_equal(itk.array_from_image(itk.imread(str(path))), values)
     write_image(make_image(values + 1, oblique_grid), path, overwrite=True)
@@ -387,8 +399,11 @@ def test_write_image_overwrite_rules(tmp_path, oblique_grid, name):
 def test_write_image_refuses_two_file_formats(tmp_path, oblique_grid):
     """.mhd + .raw cannot be renamed atomically: refused with the formats that work."""
     image = make_image(np.ones(oblique_grid.shape, np.float32), oblique_grid)
-    with pytest.raises(InputError, match=r"image\.mhd: use a single-file image format "
-                                         r"\(\.nii\.gz, \.nii, \.mha, \.nrrd\)"):
+    with pytest.raises(
+        InputError,
+        match=r"image\.mhd: use a single-file image format "
+        r"\(\.nii\.gz, \.nii, \.mha, \.nrrd\)",
+    ):
         write_image(image, tmp_path / "image.mhd")
     assert list(tmp_path.iterdir()) == []
 
@@ -416,7 +431,7 @@ def test_as_transform_rejects_single_precision_and_other_types():
 
 
 def test_as_transform_rejects_a_2d_transform():
-    with pytest.raises(InputError, match=r"maps 2-D to 2-D points .*needs a 3-D transform"):
+    with pytest.raises(InputError, match=r"maps 2-D to 2-D points .*pass a 3-D transform"):
         as_transform(itk.AffineTransform[itk.D, 2].New())
 
 
@@ -469,31 +484,44 @@ def test_transform_from_hand_written_euler_map():
 
 def test_transform_from_map_errors():
     with pytest.raises(InputError, match=r"lack \(CenterOfRotationPoint"):
-        elastix.transform_from_map({"Transform": ["AffineTransform"],
-                                    "TransformParameters": ["0"] * 12})
-    with pytest.raises(InputError,
-                       match=r"\(TransformParameters \.\.\.\) has 5 values, expected 6"):
-        elastix.transform_from_map({"Transform": ["EulerTransform"],
-                                    "CenterOfRotationPoint": ["0", "0", "0"],
-                                    "TransformParameters": ["0"] * 5})
+        elastix.transform_from_map(
+            {"Transform": ["AffineTransform"], "TransformParameters": ["0"] * 12}
+        )
+    with pytest.raises(
+        InputError, match=r"\(TransformParameters \.\.\.\) has 5 values, expected 6"
+    ):
+        elastix.transform_from_map(
+            {
+                "Transform": ["EulerTransform"],
+                "CenterOfRotationPoint": ["0", "0", "0"],
+                "TransformParameters": ["0"] * 5,
+            }
+        )
     with pytest.raises(InputError, match="is 2-D"):
-        elastix.transform_from_map({"Transform": ["TranslationTransform"],
-                                    "FixedImageDimension": ["2"],
-                                    "TransformParameters": ["0", "0"]})
+        elastix.transform_from_map(
+            {
+                "Transform": ["TranslationTransform"],
+                "FixedImageDimension": ["2"],
+                "TransformParameters": ["0", "0"],
+            }
+        )
     with pytest.raises(InputError, match="'BSplineTransform' has no closed form"):
-        elastix.transform_from_map({"Transform": ["BSplineTransform"],
-                                    "CenterOfRotationPoint": ["0", "0", "0"]})
+        elastix.transform_from_map(
+            {"Transform": ["BSplineTransform"], "CenterOfRotationPoint": ["0", "0", "0"]}
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # elastix: real (tiny) registrations as ground truth
 # ---------------------------------------------------------------------------------------------
 
-needs_elastix = pytest.mark.skipif(not hasattr(itk, "ElastixRegistrationMethod"),
-                                   reason="itk-elastix is not installed")
+needs_elastix = pytest.mark.skipif(
+    not hasattr(itk, "ElastixRegistrationMethod"), reason="itk-elastix is not installed"
+)
 
-ELASTIX_GRID = make_grid((24, 24, 20), (1.4, 1.4, 2.0), (-20.0, 15.0, 40.0),
-                         rotation((1, 2, 3), 20.0))
+ELASTIX_GRID = make_grid(
+    (24, 24, 20), (1.4, 1.4, 2.0), (-20.0, 15.0, 40.0), rotation((1, 2, 3), 20.0)
+)
 
 
 def _blob_image(angle_deg: float = 0.0, shift=(0.0, 0.0, 0.0)):
@@ -532,8 +560,12 @@ class ElastixRuns:
             out = self.folder / "_".join(key)
             out.mkdir()
             method = itk.ElastixRegistrationMethod.New(
-                self.fixed, self.moving, parameter_object=parameter_object,
-                log_to_console=False, output_directory=str(out))
+                self.fixed,
+                self.moving,
+                parameter_object=parameter_object,
+                log_to_console=False,
+                output_directory=str(out),
+            )
             method.SetNumberOfThreads(1)
             method.Update()
             self.cache[key] = (method, out)
@@ -553,8 +585,13 @@ def _combination(method):
 
 def _probe_points():
     points = voxel_points(ELASTIX_GRID)
-    return [points[0, 0, 0], points[10, 12, 12], points[19, 23, 23], points[4, 20, 7],
-            points[10, 12, 12] + np.array([0.37, -0.61, 0.45])]
+    return [
+        points[0, 0, 0],
+        points[10, 12, 12],
+        points[19, 23, 23],
+        points[4, 20, 7],
+        points[10, 12, 12] + np.array([0.37, -0.61, 0.45]),
+    ]
 
 
 def _assert_matches_elastix(ours, reference):
@@ -565,10 +602,15 @@ def _assert_matches_elastix(ours, reference):
 
 
 @needs_elastix
-@pytest.mark.parametrize(("stage", "kind"), [("translation", "TranslationTransform"),
-                                             ("rigid", "EulerTransform"),
-                                             ("similarity", "SimilarityTransform"),
-                                             ("affine", "AffineTransform")])
+@pytest.mark.parametrize(
+    ("stage", "kind"),
+    [
+        ("translation", "TranslationTransform"),
+        ("rigid", "EulerTransform"),
+        ("similarity", "SimilarityTransform"),
+        ("affine", "AffineTransform"),
+    ],
+)
 def test_read_parameter_file_single_stage(elastix_runs, stage, kind):
     method, out = elastix_runs.run(stage)
     path = out / "TransformParameters.0.txt"
@@ -582,8 +624,9 @@ def test_read_parameter_file_single_stage(elastix_runs, stage, kind):
     _assert_matches_elastix(read_transform(path), reference)
     _assert_matches_elastix(as_transform(path), reference)
     _assert_matches_elastix(as_transform(str(path)), reference)
-    _assert_matches_elastix(elastix.from_parameter_object(method.GetTransformParameterObject()),
-                            reference)
+    _assert_matches_elastix(
+        elastix.from_parameter_object(method.GetTransformParameterObject()), reference
+    )
     _assert_matches_elastix(as_transform(method.GetTransformParameterObject()), reference)
     _assert_matches_elastix(as_transform(method), reference)
     _assert_matches_elastix(elastix.from_registration_method(method), reference)
@@ -594,12 +637,18 @@ def _transformix_check(elastix_runs, params: dict):
     parameter_object = itk.ParameterObject.New()
     parameter_object.AddParameterMap(params)
     field = itk.array_from_image(
-        itk.transformix_deformation_field(elastix_runs.fixed, parameter_object))
+        itk.transformix_deformation_field(elastix_runs.fixed, parameter_object)
+    )
     ours = elastix.from_parameter_object(parameter_object)
     points = voxel_points(ELASTIX_GRID)
     for idx in [(0, 0, 0), (10, 12, 12), (19, 23, 23), (3, 17, 5)]:
-        np.testing.assert_allclose(transform_point(ours, points[idx]) - points[idx], field[idx],
-                                   rtol=0, atol=1e-4, err_msg=str(idx))
+        np.testing.assert_allclose(
+            transform_point(ours, points[idx]) - points[idx],
+            field[idx],
+            rtol=0,
+            atol=1e-4,
+            err_msg=str(idx),
+        )
     return field
 
 
@@ -607,8 +656,9 @@ def _transformix_check(elastix_runs, params: dict):
 def test_euler_compute_zyx_matches_transformix(elastix_runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # transformix writes deformationField.nii into the cwd
     method, _ = elastix_runs.run("rigid")
-    params = {k: list(v) for k, v in method.GetTransformParameterObject().GetParameterMap(0)
-              .items()}
+    params = {
+        k: list(v) for k, v in method.GetTransformParameterObject().GetParameterMap(0).items()
+    }
     params["TransformParameters"] = ["0.3", "-0.2", "0.25", "1.5", "-2.0", "3.0"]
     params["ComputeZYX"] = ["false"]
     field_xyz = _transformix_check(elastix_runs, params)
@@ -621,16 +671,18 @@ def test_euler_compute_zyx_matches_transformix(elastix_runs, tmp_path, monkeypat
 def test_two_stage_parameter_file_matches_elastix(elastix_runs):
     method, out = elastix_runs.run("rigid", "affine")
     reference = _combination(method)
-    _assert_matches_elastix(elastix.read_parameter_file(out / "TransformParameters.1.txt"),
-                            reference)
+    _assert_matches_elastix(
+        elastix.read_parameter_file(out / "TransformParameters.1.txt"), reference
+    )
 
 
 @needs_elastix
 def test_two_stage_parameter_object_matches_elastix(elastix_runs):
     method, _ = elastix_runs.run("rigid", "affine")
     reference = _combination(method)
-    _assert_matches_elastix(elastix.from_parameter_object(method.GetTransformParameterObject()),
-                            reference)
+    _assert_matches_elastix(
+        elastix.from_parameter_object(method.GetTransformParameterObject()), reference
+    )
 
 
 @needs_elastix
@@ -640,10 +692,15 @@ def test_two_stage_elastix_order_is_initial_first(elastix_runs):
     reference = _combination(method)
     t0 = elastix.read_parameter_file(out / "TransformParameters.0.txt")
     t1 = elastix.transform_from_map(
-        elastix.parse_parameter_text((out / "TransformParameters.1.txt").read_text()))
+        elastix.parse_parameter_text((out / "TransformParameters.1.txt").read_text())
+    )
     for p in _probe_points():
-        np.testing.assert_allclose(transform_point(t1, transform_point(t0, p)),
-                                   transform_point(reference, p), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            transform_point(t1, transform_point(t0, p)),
+            transform_point(reference, p),
+            rtol=0,
+            atol=1e-6,
+        )
     # and the other order is measurably different for this run
     p = _probe_points()[0]
     other = transform_point(t0, transform_point(t1, p))
@@ -661,13 +718,16 @@ def test_two_stage_chain_is_followed_from_another_folder(elastix_runs, tmp_path)
     original = elastix.read_parameter_file(out / "TransformParameters.1.txt")
     # the copy chains to the same (relative fallback) stage: identical mapping
     (tmp_path / "TransformParameters.1.txt").write_text(
-        text.replace(str(out / "TransformParameters.0.txt"), "elsewhere/TransformParameters.0.txt"))
+        text.replace(str(out / "TransformParameters.0.txt"), "elsewhere/TransformParameters.0.txt")
+    )
     relative = elastix.read_parameter_file(tmp_path / "TransformParameters.1.txt")
     for p in _probe_points():
-        np.testing.assert_allclose(transform_point(moved, p), transform_point(original, p),
-                                   rtol=0, atol=1e-12)
-        np.testing.assert_allclose(transform_point(relative, p), transform_point(original, p),
-                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            transform_point(moved, p), transform_point(original, p), rtol=0, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            transform_point(relative, p), transform_point(original, p), rtol=0, atol=1e-12
+        )
     # two stages really are composed (not only the last map)
     last = elastix.transform_from_map(elastix.parse_parameter_text(text))
     p = _probe_points()[0]
@@ -680,23 +740,37 @@ def test_parameter_file_errors(elastix_runs, tmp_path):
     text = (out / "TransformParameters.1.txt").read_text()
     missing = tmp_path / "TransformParameters.1.txt"
     # neither the chained path nor tmp_path/TransformParameters.0.txt exists
-    missing.write_text(text.replace(str(out / "TransformParameters.0.txt"),
-                                    str(tmp_path / "gone" / "TransformParameters.0.txt")))
-    with pytest.raises(InputError, match=r"chains to initial transform .*gone.* which does not "
-                                         r"exist; keep the TransformParameters files"):
+    missing.write_text(
+        text.replace(
+            str(out / "TransformParameters.0.txt"),
+            str(tmp_path / "gone" / "TransformParameters.0.txt"),
+        )
+    )
+    with pytest.raises(
+        InputError,
+        match=r"chains to initial transform .*gone.* which does not "
+        r"exist; keep the TransformParameters files",
+    ):
         elastix.read_parameter_file(missing)
 
     not_elastix = tmp_path / "notes.txt"
     not_elastix.write_text("(Foo 1)\n(Bar 2)\n")
-    with pytest.raises(InputError, match=r"is not an elastix TransformParameters file \(no "
-                                         r"\(Transform \.\.\.\) entry\)"):
+    with pytest.raises(
+        InputError,
+        match=r"is not an elastix TransformParameters file \(no "
+        r"\(Transform \.\.\.\) entry\)",
+    ):
         elastix.read_parameter_file(not_elastix)
 
     shutil.copy(out / "TransformParameters.0.txt", tmp_path / "TransformParameters.0.txt")
     add = tmp_path / "add.txt"
-    add.write_text(text.replace('(HowToCombineTransforms "Compose")',
-                                '(HowToCombineTransforms "Add")').replace(
-        str(out / "TransformParameters.0.txt"), str(tmp_path / "TransformParameters.0.txt")))
+    add.write_text(
+        text.replace(
+            '(HowToCombineTransforms "Compose")', '(HowToCombineTransforms "Add")'
+        ).replace(
+            str(out / "TransformParameters.0.txt"), str(tmp_path / "TransformParameters.0.txt")
+        )
+    )
     with pytest.raises(InputError, match="HowToCombineTransforms 'Add' is not supported"):
         elastix.read_parameter_file(add)
 
@@ -714,22 +788,27 @@ def test_parameter_file_errors(elastix_runs, tmp_path):
 def test_registration_method_that_has_not_run(elastix_runs):
     parameter_object = itk.ParameterObject.New()
     parameter_object.AddParameterMap(parameter_object.GetDefaultParameterMap("rigid", 1))
-    method = itk.ElastixRegistrationMethod.New(elastix_runs.fixed, elastix_runs.moving,
-                                               parameter_object=parameter_object,
-                                               log_to_console=False)
+    method = itk.ElastixRegistrationMethod.New(
+        elastix_runs.fixed,
+        elastix_runs.moving,
+        parameter_object=parameter_object,
+        log_to_console=False,
+    )
     with pytest.raises(InputError, match="has no transform; call Update"):
         as_transform(method)
 
 
 @needs_elastix
-def test_bspline_parameter_file_is_densified_on_the_fixed_grid(elastix_runs, tmp_path,
-                                                               monkeypatch):
+def test_bspline_parameter_file_is_densified_on_the_fixed_grid(elastix_runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
     method, out = elastix_runs.run("bspline", iterations=15)
     reference = _combination(method)
     path = out / "TransformParameters.0.txt"
-    with pytest.raises(InputError, match=r"\['BSplineTransform'\] have no closed form; pass the "
-                                         "fixed image"):
+    with pytest.raises(
+        InputError,
+        match=r"\['BSplineTransform'\] have no closed form; pass the "
+        "fixed image",
+    ):
         elastix.read_parameter_file(path)
     ours = elastix.read_parameter_file(path, elastix_runs.fixed)
     assert linear_parts(ours) is None
@@ -739,21 +818,24 @@ def test_bspline_parameter_file_is_densified_on_the_fixed_grid(elastix_runs, tmp
     for idx in [(0, 0, 0), (10, 12, 12), (19, 23, 23), (3, 17, 5), (12, 4, 20)]:
         expected = transform_point(reference, points[idx])
         moved = max(moved, float(np.linalg.norm(expected - points[idx])))
-        np.testing.assert_allclose(transform_point(ours, points[idx]), expected, rtol=0,
-                                   atol=1e-3, err_msg=str(idx))
+        np.testing.assert_allclose(
+            transform_point(ours, points[idx]), expected, rtol=0, atol=1e-3, err_msg=str(idx)
+        )
     assert moved > 0.5
     # also through as_transform with the fixed image and from the parameter object
     via_path = as_transform(path, elastix_runs.fixed)
     via_object = as_transform(method.GetTransformParameterObject(), elastix_runs.fixed)
     for transform in (via_path, via_object):
-        np.testing.assert_allclose(transform_point(transform, points[10, 12, 12]),
-                                   transform_point(reference, points[10, 12, 12]), rtol=0,
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            transform_point(transform, points[10, 12, 12]),
+            transform_point(reference, points[10, 12, 12]),
+            rtol=0,
+            atol=1e-3,
+        )
 
 
 @needs_elastix
-def test_densifying_writes_nothing_to_the_working_directory(elastix_runs, tmp_path,
-                                                            monkeypatch):
+def test_densifying_writes_nothing_to_the_working_directory(elastix_runs, tmp_path, monkeypatch):
     _, out = elastix_runs.run("bspline", iterations=15)
     work = tmp_path / "cwd"
     work.mkdir()

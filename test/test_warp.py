@@ -126,8 +126,7 @@ def test_box_smooth_adjoint_replicate_matches_autograd():
     x = torch.randn(1, 1, 5, 6, 4, dtype=torch.float64, requires_grad=True)
     g = torch.randn(1, 1, 5, 6, 4, dtype=torch.float64)
     (box_smooth(x, 2, "replicate") * g).sum().backward()
-    torch.testing.assert_close(box_smooth_adjoint(g, 2, "replicate"), x.grad, rtol=0,
-                               atol=1e-12)
+    torch.testing.assert_close(box_smooth_adjoint(g, 2, "replicate"), x.grad, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,20 +213,27 @@ def test_change_level_rescales_fields():
     field[:, 2] *= -3.0
     # coarse -> fine: displacement in finer voxels is larger by src/dst = 4
     fine = change_level(field, 8, 2, (16, 16, 16), is_field=True)
-    torch.testing.assert_close(fine[0, :, 5, 6, 7], torch.tensor([4.0, 8.0, -12.0],
-                               dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        fine[0, :, 5, 6, 7], torch.tensor([4.0, 8.0, -12.0], dtype=torch.float64), rtol=0, atol=1e-6
+    )
     # fine -> coarse by block averaging: scaled by 1/2
     coarse = change_level(field, 2, 4, (2, 2, 2), is_field=True)
-    torch.testing.assert_close(coarse[0, :, 1, 0, 1], torch.tensor([0.5, 1.0, -1.5],
-                               dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        coarse[0, :, 1, 0, 1],
+        torch.tensor([0.5, 1.0, -1.5], dtype=torch.float64),
+        rtol=0,
+        atol=1e-12,
+    )
     # per-axis factors rescale each channel by its own axis ratio
     mixed = change_level(field, (2, 2, 2), (4, 2, 1), (2, 4, 8), is_field=True)
-    torch.testing.assert_close(mixed[0, :, 1, 2, 3], torch.tensor([0.5, 2.0, -6.0],
-                               dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        mixed[0, :, 1, 2, 3], torch.tensor([0.5, 2.0, -6.0], dtype=torch.float64), rtol=0, atol=1e-6
+    )
     # non-fields are not rescaled
     same = change_level(field, 8, 2, (16, 16, 16), is_field=False)
-    torch.testing.assert_close(same[0, :, 5, 6, 7], torch.tensor([1.0, 2.0, -3.0],
-                               dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        same[0, :, 5, 6, 7], torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64), rtol=0, atol=1e-6
+    )
 
 
 def test_change_level_same_level_same_shape_is_identity():

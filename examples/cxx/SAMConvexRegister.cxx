@@ -33,6 +33,39 @@
 #include "itkTransformFileReader.h"
 #include "itkTransformFileWriter.h"
 
+// Builds that include ITK's UseITK.cmake (cmake/SAMConvexCxx.cmake) register the image and
+// transform IO factories automatically (ITK_IO_FACTORY_REGISTER_MANAGER). Builds through ITK's
+// module machinery (ITKModuleExternal, Modules/Remote) do not: register those of
+// itk-module.cmake's TEST_DEPENDS here.
+#ifndef ITK_IO_FACTORY_REGISTER_MANAGER
+#  include "itkHDF5TransformIOFactory.h"
+#  include "itkMatlabTransformIOFactory.h"
+#  include "itkMetaImageIOFactory.h"
+#  include "itkNiftiImageIOFactory.h"
+#  include "itkNrrdImageIOFactory.h"
+#  include "itkTxtTransformIOFactory.h"
+namespace
+{
+void
+RegisterIOFactories()
+{
+  itk::MetaImageIOFactory::RegisterOneFactory();
+  itk::NiftiImageIOFactory::RegisterOneFactory();
+  itk::NrrdImageIOFactory::RegisterOneFactory();
+  itk::HDF5TransformIOFactory::RegisterOneFactory();
+  itk::TxtTransformIOFactory::RegisterOneFactory();
+  itk::MatlabTransformIOFactory::RegisterOneFactory();
+}
+} // namespace
+#else
+namespace
+{
+void
+RegisterIOFactories()
+{}
+} // namespace
+#endif
+
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -61,6 +94,7 @@ Usage(const char * name)
 int
 main(int argc, char * argv[])
 {
+  RegisterIOFactories();
   if (argc < 5)
   {
     Usage(argv[0]);

@@ -3,28 +3,48 @@
 After ``pip install itk-samconvex`` a plain ``import itk`` exposes
 ``itk.samconvex_registration`` and ``itk.SAMConvexRegistrationFilter``; importing this
 package directly gives the same objects plus the helpers below.
+
+Layout (``docs/architecture.md``): ``solver`` (pure torch, never imports itk), ``edge`` (the
+only code importing itk: geometry, IO, transforms, pre-alignment, the public API) and the
+applications (``apps``, ``cli``). Imports go downwards only. The names here are loaded on
+first use, so ``import itk_samconvex`` (and ``samconvex --help``) imports neither itk nor
+torch.
 """
 
 from __future__ import annotations
 
-from .solver.config import LevelConfig, SAMConvexConfig, preset_config
-from .errors import InputError, ResourceError, SAMConvexError
-from .edge.registration import (
-    RegistrationResult,
-    SAMConvexRegistrationFilter,
-    register,
-    samconvex_registration,
-    warp_image,
-)
+import importlib
+from typing import Any
 
-__version__ = "0.1.0"
+from .errors import InputError, OutputError, ResourceError, SAMConvexError
+from .version import __version__
+
+#: public name -> module that defines it (imported on first access)
+_LAZY = {
+    "LevelConfig": ".solver.config",
+    "SAMConvexConfig": ".solver.config",
+    "preset_config": ".solver.config",
+    "RegistrationResult": ".edge.registration",
+    "SAMConvexRegistrationFilter": ".edge.registration",
+    "register": ".edge.registration",
+    "samconvex_registration": ".edge.registration",
+    "warp_image": ".edge.transforms",
+    "elastix_affine": ".edge.elastix",
+    "elastix_prealignment": ".edge.elastix",
+    "search_translation": ".edge.prealign",
+    "evaluate": ".apps.evaluate",
+}
 
 
-def elastix_affine(fixed, moving, **kwargs):
-    """Affine pre-alignment with itk-elastix; see :func:`itk_samconvex.elastix.elastix_affine`."""
-    from .edge.elastix import elastix_affine as run
-
-    return run(fixed, moving, **kwargs)
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'itk_samconvex' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    if name in ("samconvex_registration", "SAMConvexRegistrationFilter"):
+        _register_itk_names()
+    return value
 
 
 def _register_itk_names() -> None:
@@ -35,8 +55,12 @@ def _register_itk_names() -> None:
     itk = sys.modules.get("itk")
     if itk is None:
         return
-    for name, obj in (("samconvex_registration", samconvex_registration),
-                      ("SAMConvexRegistrationFilter", SAMConvexRegistrationFilter)):
+    from .edge.registration import SAMConvexRegistrationFilter, samconvex_registration
+
+    for name, obj in (
+        ("samconvex_registration", samconvex_registration),
+        ("SAMConvexRegistrationFilter", SAMConvexRegistrationFilter),
+    ):
         try:
             current = itk.__dict__.get(name)
             if current is None or current is not obj:
@@ -45,20 +69,8 @@ def _register_itk_names() -> None:
             pass
 
 
-_register_itk_names()
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
-__all__ = [
-    "InputError",
-    "LevelConfig",
-    "RegistrationResult",
-    "ResourceError",
-    "SAMConvexConfig",
-    "SAMConvexError",
-    "SAMConvexRegistrationFilter",
-    "__version__",
-    "elastix_affine",
-    "preset_config",
-    "register",
-    "samconvex_registration",
-    "warp_image",
-]
+
+__all__ = ["InputError", "OutputError", "ResourceError", "SAMConvexError", "__version__", *_LAZY]

@@ -13,3 +13,7 @@ class InputError(SAMConvexError, ValueError):
 
 class ResourceError(SAMConvexError, RuntimeError):
     """The requested device or the memory needed is not available."""
+
+
+class OutputError(SAMConvexError, OSError):
+    """An output cannot be written where asked (folder not creatable, or it is an input)."""

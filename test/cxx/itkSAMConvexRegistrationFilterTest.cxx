@@ -35,6 +35,39 @@
 #include "itkImageRegionConstIterator.h"
 #include "itkTransformFileReader.h"
 
+// Builds that include ITK's UseITK.cmake (cmake/SAMConvexCxx.cmake) register the image and
+// transform IO factories automatically (ITK_IO_FACTORY_REGISTER_MANAGER). Builds through ITK's
+// module machinery (ITKModuleExternal, Modules/Remote) do not: register those of
+// itk-module.cmake's TEST_DEPENDS here.
+#ifndef ITK_IO_FACTORY_REGISTER_MANAGER
+#  include "itkHDF5TransformIOFactory.h"
+#  include "itkMatlabTransformIOFactory.h"
+#  include "itkMetaImageIOFactory.h"
+#  include "itkNiftiImageIOFactory.h"
+#  include "itkNrrdImageIOFactory.h"
+#  include "itkTxtTransformIOFactory.h"
+namespace
+{
+void
+RegisterIOFactories()
+{
+  itk::MetaImageIOFactory::RegisterOneFactory();
+  itk::NiftiImageIOFactory::RegisterOneFactory();
+  itk::NrrdImageIOFactory::RegisterOneFactory();
+  itk::HDF5TransformIOFactory::RegisterOneFactory();
+  itk::TxtTransformIOFactory::RegisterOneFactory();
+  itk::MatlabTransformIOFactory::RegisterOneFactory();
+}
+} // namespace
+#else
+namespace
+{
+void
+RegisterIOFactories()
+{}
+} // namespace
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -436,6 +469,7 @@ Errors(const std::string & dir, const std::string & package)
 int
 main(int argc, char * argv[])
 {
+  RegisterIOFactories();
   const std::string usage = "usage: itkSAMConvexRegistrationFilterTest compare CASE_DIR PACKAGE TOLERANCE_MM\n"
                             "       itkSAMConvexRegistrationFilterTest errors CASE_DIR PACKAGE";
   if (argc < 4)

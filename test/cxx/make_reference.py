@@ -33,11 +33,11 @@ from pathlib import Path
 import itk
 import numpy as np
 
-from itk_samconvex.solver.config import SAMConvexConfig
 from itk_samconvex.apps.export import read_metadata
 from itk_samconvex.apps.phantom import make_phantom_pair
 from itk_samconvex.edge.registration import register
 from itk_samconvex.edge.space import Grid, scalar_image
+from itk_samconvex.solver.config import SAMConvexConfig
 
 
 def rotation(axis, degrees: float) -> np.ndarray:
@@ -54,18 +54,24 @@ REGION_CENTRE_MM = (-60.0, 10.0, -20.0)
 
 CASES = {
     "oblique": {
-        "size": (144, 128, 40), "spacing": (0.7, 0.7, 2.5),
+        "size": (144, 128, 40),
+        "spacing": (0.7, 0.7, 2.5),
         "direction": rotation((1.0, 2.0, 3.0), 20.0),
-        "moving_size": (100, 90, 50), "moving_spacing": (1.0, 1.0, 2.0),
+        "moving_size": (100, 90, 50),
+        "moving_spacing": (1.0, 1.0, 2.0),
         "moving_direction": np.eye(3),
-        "initial_transform": False, "fixed_mask": False,
+        "initial_transform": False,
+        "fixed_mask": False,
     },
     "second-size": {
-        "size": (100, 132, 30), "spacing": (0.9, 0.9, 3.0),
+        "size": (100, 132, 30),
+        "spacing": (0.9, 0.9, 3.0),
         "direction": rotation((0.0, 0.3, 1.0), -12.0),
-        "moving_size": (96, 96, 44), "moving_spacing": (1.1, 1.1, 2.5),
+        "moving_size": (96, 96, 44),
+        "moving_spacing": (1.1, 1.1, 2.5),
         "moving_direction": np.eye(3),
-        "initial_transform": True, "fixed_mask": True,
+        "initial_transform": True,
+        "fixed_mask": True,
     },
 }
 
@@ -74,8 +80,9 @@ def initial_affine():
     """A small affine pre-alignment (fixed -> moving): 3 degree rotation, 2.5 mm shift."""
     affine = itk.AffineTransform[itk.D, 3].New()
     affine.SetCenter([float(v) for v in REGION_CENTRE_MM])
-    affine.SetMatrix(itk.matrix_from_array(rotation((0.2, 1.0, 0.4), 3.0)
-                                           @ np.diag([1.02, 0.99, 1.0])))
+    affine.SetMatrix(
+        itk.matrix_from_array(rotation((0.2, 1.0, 0.4), 3.0) @ np.diag([1.02, 0.99, 1.0]))
+    )
     affine.SetTranslation([2.5, -1.5, 1.0])
     return affine
 
@@ -105,21 +112,33 @@ def make_case(name: str, out: Path, package: Path) -> dict:
     itk.imwrite(result.field, str(out / "field_python.mha"))
     grid: Grid = result.working_grid
     (out / "working_grid.txt").write_text(
-        "size " + " ".join(str(v) for v in grid.size) + "\n"
-        + "spacing " + " ".join(repr(v) for v in grid.spacing) + "\n"
-        + "origin " + " ".join(repr(v) for v in grid.origin) + "\n")
+        "size "
+        + " ".join(str(v) for v in grid.size)
+        + "\n"
+        + "spacing "
+        + " ".join(repr(v) for v in grid.spacing)
+        + "\n"
+        + "origin "
+        + " ".join(repr(v) for v in grid.origin)
+        + "\n"
+    )
     field = np.asarray(itk.array_view_from_image(result.deformable_field))
     error = np.linalg.norm(field - pair.truth, axis=-1) if initial is None else None
     report = {
         "case": name,
-        "fixed_size": list(spec["size"]), "fixed_spacing_mm": list(spec["spacing"]),
+        "fixed_size": list(spec["size"]),
+        "fixed_spacing_mm": list(spec["spacing"]),
         "moving_size": list(spec["moving_size"]),
         "moving_spacing_mm": list(spec["moving_spacing"]),
-        "initial_transform": initial is not None, "fixed_mask": mask is not None,
-        "working_grid": list(grid.size), "working_spacing_mm": grid.spacing[0],
-        "python_seconds": seconds, "python_timings": result.timings,
-        "max_displacement_mm": float(np.linalg.norm(
-            np.asarray(itk.array_view_from_image(result.field)), axis=-1).max()),
+        "initial_transform": initial is not None,
+        "fixed_mask": mask is not None,
+        "working_grid": list(grid.size),
+        "working_spacing_mm": grid.spacing[0],
+        "python_seconds": seconds,
+        "python_timings": result.timings,
+        "max_displacement_mm": float(
+            np.linalg.norm(np.asarray(itk.array_view_from_image(result.field)), axis=-1).max()
+        ),
         "max_truth_mm": float(np.linalg.norm(pair.truth, axis=-1).max()),
         "mean_error_vs_truth_mm": None if error is None else float(error.mean()),
         "config": cfg.to_dict(),
@@ -131,10 +150,16 @@ def make_case(name: str, out: Path, package: Path) -> dict:
 def _pair(spec: dict):
     """The phantom pair of a case, centred on ``REGION_CENTRE_MM``."""
     return make_phantom_pair(
-        size=spec["size"], spacing=spec["spacing"], direction=spec["direction"],
-        moving_size=spec["moving_size"], moving_spacing=spec["moving_spacing"],
-        moving_direction=spec["moving_direction"], amplitude_mm=12.0, seed=1,
-        centre_mm=(0.0, 0.0, 0.0), origin=_origin(spec),
+        size=spec["size"],
+        spacing=spec["spacing"],
+        direction=spec["direction"],
+        moving_size=spec["moving_size"],
+        moving_spacing=spec["moving_spacing"],
+        moving_direction=spec["moving_direction"],
+        amplitude_mm=12.0,
+        seed=1,
+        centre_mm=(0.0, 0.0, 0.0),
+        origin=_origin(spec),
     )
 
 
@@ -151,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder to write")
     args = parser.parse_args(argv)
     report = make_case(args.case, args.out, args.package)
-    print(f"{args.case}: working grid {'x'.join(map(str, report['working_grid']))} at "
-          f"{report['working_spacing_mm']:g} mm, Python registration "
-          f"{report['python_seconds']:.1f} s, max displacement "
-          f"{report['max_displacement_mm']:.2f} mm -> {args.out}")
+    print(
+        f"{args.case}: working grid {'x'.join(map(str, report['working_grid']))} at "
+        f"{report['working_spacing_mm']:g} mm, Python registration "
+        f"{report['python_seconds']:.1f} s, max displacement "
+        f"{report['max_displacement_mm']:.2f} mm -> {args.out}"
+    )
     return 0
 
 

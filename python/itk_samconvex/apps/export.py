@@ -39,12 +39,10 @@ The compiled code targets the exporting machine's CPU (AOTInductor compiles with
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,10 +51,12 @@ from typing import Any
 
 import torch
 
-from ..solver.config import SAMConvexConfig
+from ..edge.io import atomic_write
 from ..errors import InputError
+from ..solver.config import SAMConvexConfig
 from ..solver.features import make_extractor
 from ..solver.pyramid import register_tensors
+from .export_defaults import DEFAULT_MAX_SIZE, DEFAULT_TOLERANCE_VOXELS
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -65,14 +65,18 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = "1"
 MODEL_NAME = "model"
 INPUT_NAMES = ("fixed", "moving", "fixed_weight", "moving_weight")
-DEFAULT_MAX_SIZE = 1024
-# Maximum |compiled - eager| of the output field, in voxels of the output grid (4 mm for the
-# presets: 0.01 voxel = 0.04 mm). Compiled kernels sum in another order than eager ones, so
-# the two agree to float round-off, which a discrete argmin can amplify only at exact ties.
-DEFAULT_TOLERANCE_VOXELS = 0.01
 # modules whose source the exported program is traced from (part of the fingerprint)
-_SOLVER_MODULES = ("config.py", "pyramid.py", "cost.py", "convex.py", "instance.py", "warp.py",
-                   "features/base.py", "features/mind.py", "export.py")
+_SOLVER_MODULES = (
+    "solver/config.py",
+    "solver/pyramid.py",
+    "solver/cost.py",
+    "solver/convex.py",
+    "solver/instance.py",
+    "solver/warp.py",
+    "solver/features/base.py",
+    "solver/features/mind.py",
+    "apps/export.py",
+)
 
 
 @dataclass(frozen=True)
@@ -127,10 +131,12 @@ class SolverModule(torch.nn.Module):
         self.cfg = cfg
         self.extractor = make_extractor(cfg, device)
 
-    def forward(self, fixed: Tensor, moving: Tensor, fixed_weight: Tensor,
-                moving_weight: Tensor) -> Tensor:
-        return register_tensors(fixed, moving, self.cfg, self.extractor, fixed_weight,
-                                moving_weight).field
+    def forward(
+        self, fixed: Tensor, moving: Tensor, fixed_weight: Tensor, moving_weight: Tensor
+    ) -> Tensor:
+        return register_tensors(
+            fixed, moving, self.cfg, self.extractor, fixed_weight, moving_weight
+        ).field
 
 
 def check_exportable(cfg: SAMConvexConfig) -> None:
@@ -148,8 +154,9 @@ def output_factor(cfg: SAMConvexConfig) -> int:
     return cfg.io_grid_factor
 
 
-def example_inputs(shape: Sequence[int], device: torch.device | str = "cpu", seed: int = 0,
-                   masked: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def example_inputs(
+    shape: Sequence[int], device: torch.device | str = "cpu", seed: int = 0, masked: bool = True
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A CT-like synthetic pair on a working grid of ``shape`` (z, y, x) with weights.
 
     Smooth random tissue (HU) and the same moved by a known smooth displacement plus noise;
@@ -161,8 +168,9 @@ def example_inputs(shape: Sequence[int], device: torch.device | str = "cpu", see
 
     def smooth(scale: int) -> Tensor:
         coarse = torch.randn(1, 1, *[n // scale + 2 for n in shape], generator=g)
-        return torch.nn.functional.interpolate(coarse, size=shape, mode="trilinear",
-                                               align_corners=True)
+        return torch.nn.functional.interpolate(
+            coarse, size=shape, mode="trilinear", align_corners=True
+        )
 
     fixed = 300.0 * (smooth(4) + smooth(8))
     disp = torch.cat([1.5 * smooth(16), 1.0 * smooth(16), -1.2 * smooth(16)], 1)
@@ -177,8 +185,9 @@ def example_inputs(shape: Sequence[int], device: torch.device | str = "cpu", see
     return tuple(t.to(device) for t in (fixed, moving, fixed_weight, moving_weight))  # type: ignore[return-value]
 
 
-def export_program(cfg: SAMConvexConfig, device: torch.device | str = "cpu",
-                   limits: ShapeLimits | None = None) -> torch.export.ExportedProgram:
+def export_program(
+    cfg: SAMConvexConfig, device: torch.device | str = "cpu", limits: ShapeLimits | None = None
+) -> torch.export.ExportedProgram:
     """``torch.export`` of :class:`SolverModule` with dynamic Z, Y, X (multiples of 8).
 
     Raises RuntimeError if the traced program narrowed the size ranges (a shape guard the
@@ -190,12 +199,15 @@ def export_program(cfg: SAMConvexConfig, device: torch.device | str = "cpu",
     # distinct sizes so that no two axes are traced as equal
     shape = (limits.min_size, limits.min_size + m, limits.min_size + 2 * m)
     inputs = example_inputs(shape, device, masked=True)
-    dims = [torch.export.Dim(f"{axis}_blocks", min=limits.min_size // m,
-                             max=limits.max_size // m) for axis in "zyx"]
+    dims = [
+        torch.export.Dim(f"{axis}_blocks", min=limits.min_size // m, max=limits.max_size // m)
+        for axis in "zyx"
+    ]
     spec = {2: m * dims[0], 3: m * dims[1], 4: m * dims[2]}
     with torch.no_grad():
-        program = torch.export.export(module, inputs, dynamic_shapes=(spec,) * len(inputs),
-                                      strict=False)
+        program = torch.export.export(
+            module, inputs, dynamic_shapes=(spec,) * len(inputs), strict=False
+        )
     expected = (limits.min_size // m, limits.max_size // m)
     for symbol, bounds in program.range_constraints.items():
         if not getattr(symbol, "is_Symbol", False):
@@ -217,9 +229,12 @@ def eager_field(cfg: SAMConvexConfig, inputs: Sequence[Tensor]) -> Tensor:
         return module(*inputs)
 
 
-def compare_with_eager(run: Callable[..., Any], cfg: SAMConvexConfig,
-                       shapes: Sequence[Sequence[int]], device: torch.device | str = "cpu",
-                       ) -> list[dict[str, Any]]:
+def compare_with_eager(
+    run: Callable[..., Any],
+    cfg: SAMConvexConfig,
+    shapes: Sequence[Sequence[int]],
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
     """Run ``run`` (a compiled package or exported module) and eager on each shape.
 
     Returns one row per shape: ``shape``, ``max_abs_diff`` and ``mean_abs_diff`` in output-grid
@@ -238,17 +253,21 @@ def compare_with_eager(run: Callable[..., Any], cfg: SAMConvexConfig,
         if isinstance(out, list | tuple):
             out = out[0]
         if tuple(out.shape) != tuple(reference.shape):
-            raise RuntimeError(f"compiled solver returned shape {tuple(out.shape)} for input "
-                               f"{tuple(shape)}, eager {tuple(reference.shape)}")
+            raise RuntimeError(
+                f"compiled solver returned shape {tuple(out.shape)} for input "
+                f"{tuple(shape)}, eager {tuple(reference.shape)}"
+            )
         diff = (out.float() - reference).abs()
-        rows.append({
-            "shape": [int(n) for n in shape],
-            "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()),
-            "max_abs_field": float(reference.abs().max()),
-            "eager_seconds": eager_seconds,
-            "compiled_seconds": run_seconds,
-        })
+        rows.append(
+            {
+                "shape": [int(n) for n in shape],
+                "max_abs_diff": float(diff.max()),
+                "mean_abs_diff": float(diff.mean()),
+                "max_abs_field": float(reference.abs().max()),
+                "eager_seconds": eager_seconds,
+                "compiled_seconds": run_seconds,
+            }
+        )
     return rows
 
 
@@ -258,27 +277,34 @@ def default_check_shapes(limits: ShapeLimits) -> list[tuple[int, int, int]]:
     return [(lo + m, lo + 2 * m, lo), (lo + 2 * m, lo, lo + m)]
 
 
-def fingerprint(cfg: SAMConvexConfig, device: str, limits: ShapeLimits,
-                compiler_options: dict[str, Any] | None = None) -> str:
+def fingerprint(
+    cfg: SAMConvexConfig,
+    device: str,
+    limits: ShapeLimits,
+    compiler_options: dict[str, Any] | None = None,
+) -> str:
     """Hash of what the package depends on: config, solver sources, torch, device, sizes,
     and the AOTInductor options."""
-    from .. import __version__
+    from ..version import __version__
 
     digest = hashlib.sha256()
     digest.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     digest.update(json.dumps(compiler_options or {}, sort_keys=True).encode())
-    digest.update(f"{device}|{torch.__version__}|{__version__}|{FORMAT_VERSION}|"
-                  f"{limits}".encode())
-    root = Path(__file__).resolve().parent
+    digest.update(f"{device}|{torch.__version__}|{__version__}|{FORMAT_VERSION}|{limits}".encode())
+    root = Path(__file__).resolve().parents[1]  # the package
     for name in _SOLVER_MODULES:
         digest.update((root / name).read_bytes())
     return digest.hexdigest()[:32]
 
 
-def package_metadata(cfg: SAMConvexConfig, device: str, limits: ShapeLimits,
-                     compiler_options: dict[str, Any] | None = None) -> dict[str, str]:
+def package_metadata(
+    cfg: SAMConvexConfig,
+    device: str,
+    limits: ShapeLimits,
+    compiler_options: dict[str, Any] | None = None,
+) -> dict[str, str]:
     """The string metadata stored in the package (see the module docstring)."""
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "samconvex.format": FORMAT_VERSION,
@@ -298,8 +324,14 @@ def package_metadata(cfg: SAMConvexConfig, device: str, limits: ShapeLimits,
 
 
 # working-grid parameters the C++ filter reads as its defaults (``samconvex.grid.<name>``)
-GRID_PARAMETERS = ("working_spacing_mm", "max_working_voxels", "crop_to_foreground",
-                   "foreground_threshold_hu", "crop_margin_mm", "antialias")
+GRID_PARAMETERS = (
+    "working_spacing_mm",
+    "max_working_voxels",
+    "crop_to_foreground",
+    "foreground_threshold_hu",
+    "crop_margin_mm",
+    "antialias",
+)
 
 
 def grid_metadata(cfg: SAMConvexConfig) -> dict[str, str]:
@@ -323,9 +355,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return dict(runner.get_metadata())
 
 
-def is_current(path: str | os.PathLike, cfg: SAMConvexConfig, device: str = "cpu",
-               max_size: int = DEFAULT_MAX_SIZE,
-               compiler_options: dict[str, Any] | None = None) -> bool:
+def is_current(
+    path: str | os.PathLike,
+    cfg: SAMConvexConfig,
+    device: str = "cpu",
+    max_size: int = DEFAULT_MAX_SIZE,
+    compiler_options: dict[str, Any] | None = None,
+) -> bool:
     """True when ``path`` holds a package exported from the current sources with ``cfg``
     (and the same device, size limit and compiler options)."""
     if not Path(path).is_file():
@@ -335,7 +371,8 @@ def is_current(path: str | os.PathLike, cfg: SAMConvexConfig, device: str = "cpu
     except Exception:  # unreadable or from another torch: rebuild
         return False
     return meta.get("samconvex.fingerprint") == fingerprint(
-        cfg, device, shape_limits(cfg, max_size), compiler_options)
+        cfg, device, shape_limits(cfg, max_size), compiler_options
+    )
 
 
 @dataclass
@@ -359,10 +396,15 @@ class ExportReport:
     tolerance: float = DEFAULT_TOLERANCE_VOXELS
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "export_seconds": self.export_seconds,
-                "compile_seconds": self.compile_seconds, "check_seconds": self.check_seconds,
-                "tolerance_voxels": self.tolerance, "checks": self.checks,
-                "metadata": {k: v for k, v in self.metadata.items() if k != "samconvex.config"}}
+        return {
+            "path": str(self.path),
+            "export_seconds": self.export_seconds,
+            "compile_seconds": self.compile_seconds,
+            "check_seconds": self.check_seconds,
+            "tolerance_voxels": self.tolerance,
+            "checks": self.checks,
+            "metadata": {k: v for k, v in self.metadata.items() if k != "samconvex.config"},
+        }
 
 
 def export_package(
@@ -397,14 +439,15 @@ def export_package(
     Returns:
         :class:`ExportReport`.
     """
-    from ..edge.registration import resolve_device
+    from ..solver.device import resolve_device
 
     path = Path(path)
     if path.suffix != ".pt2":
         raise InputError(f"{path} must end in .pt2 (the AOTInductor package format).")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to "
-                              "replace it.")
+        raise FileExistsError(
+            f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it."
+        )
     if not path.parent.is_dir():
         raise InputError(f"the folder of {path} does not exist; create it first.")
     check_exportable(cfg)
@@ -413,13 +456,16 @@ def export_package(
     limits = shape_limits(cfg, max_size)
     options = dict(compiler_options or {})
     if "aot_inductor.metadata" in options:
-        raise InputError("compiler option 'aot_inductor.metadata' is reserved for the "
-                         "package metadata; remove it.")
-    report = ExportReport(path=path, metadata=package_metadata(cfg, device_name, limits,
-                                                               options),
-                          tolerance=tolerance)
-    shapes = [tuple(int(n) for n in shape) for shape in check_shapes or
-              default_check_shapes(limits)]
+        raise InputError(
+            "compiler option 'aot_inductor.metadata' is reserved for the "
+            "package metadata; remove it."
+        )
+    report = ExportReport(
+        path=path, metadata=package_metadata(cfg, device_name, limits, options), tolerance=tolerance
+    )
+    shapes = [
+        tuple(int(n) for n in shape) for shape in check_shapes or default_check_shapes(limits)
+    ]
     for shape in shapes:
         limits.check(shape, f"check shape {shape}")
 
@@ -434,18 +480,19 @@ def export_package(
     report.export_seconds = time.perf_counter() - tick
 
     step("compiling with AOTInductor (minutes)")
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt2")
-    os.close(handle)
-    try:
+
+    def compile_to(temp: Path) -> None:
         tick = time.perf_counter()
         torch._inductor.aoti_compile_and_package(
-            program, package_path=temp,
-            inductor_configs={**options, "aot_inductor.metadata": report.metadata})
+            program,
+            package_path=str(temp),
+            inductor_configs={**options, "aot_inductor.metadata": report.metadata},
+        )
         report.compile_seconds = time.perf_counter() - tick
         if check:
             step("checking the compiled solver against eager execution on two shapes")
             tick = time.perf_counter()
-            runner = torch._inductor.aoti_load_package(temp)
+            runner = torch._inductor.aoti_load_package(str(temp))
             report.checks = compare_with_eager(runner, cfg, shapes, dev)
             report.check_seconds = time.perf_counter() - tick
             worst = max(row["max_abs_diff"] for row in report.checks)
@@ -454,88 +501,28 @@ def export_package(
                     f"the compiled solver differs from eager execution by {worst:.3g} voxels "
                     f"(tolerance {tolerance:g}) on {report.checks}; the package is not written."
                 )
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+
+    atomic_write(path, compile_to, overwrite=True)
     return report
 
 
-# ------------------------------------------------------------------------------------------
-# command line: `samconvex export`
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``samconvex export`` options to ``parser``."""
-    from ..cli import _add_registration_options
-
-    parser.description = (
-        "Export the registration solver (features, pyramid, convex optimisation, instance "
-        "optimisation) with torch.export and compile it with AOTInductor into one .pt2 "
-        "package, for the C++ filter itk::SAMConvexRegistrationFilter. Before writing, the "
-        "compiled package is run on two working-grid shapes and compared with eager "
-        "execution. The solver parameters (--preset, --config, --set) are baked into the "
-        "package; the working-grid parameters are stored in it as the C++ filter's defaults. "
-        "Needs a C++ compiler; takes minutes.")
-    parser.add_argument("--out", "-o", required=True, metavar="FILE.pt2",
-                        help="package to write (.pt2)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep FILE when it already holds a package exported from the "
-                             "current solver sources with the same parameters, torch version "
-                             "and device (its fingerprint); otherwise rebuild and replace it")
-    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="N",
-                        help="largest working-grid size per axis the package accepts "
-                             "(default: %(default)s)")
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip the comparison with eager execution (not recommended)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_VOXELS,
-                        metavar="VOXELS",
-                        help="largest accepted |compiled - eager| field difference in voxels "
-                             "of the output grid (default: %(default)s)")
-    parser.add_argument("--report", metavar="JSON", help="also write the export report here")
-    parser.add_argument("--compiler-option", metavar="KEY=VALUE", action="append", default=[],
-                        help="a torch._inductor.config option for the compile (repeatable), "
-                             "e.g. cpp.simdlen=1: no explicit vectorisation, several times "
-                             "faster to compile, slower to run")
-    _add_registration_options(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    """``samconvex export``: exit code 0 when the package is written."""
-    from ..cli import EXIT_OK, _config_from_args, dump_json, parse_assignments
-
-    cfg = _config_from_args(args)
-    device = cfg.device if cfg.device != "auto" else "cpu"
-    options = parse_assignments(args.compiler_option, "--compiler-option", "KEY=VALUE",
-                                "cpp.simdlen=1", InputError)
-    if args.reuse and is_current(args.out, cfg, device, args.max_size, options):
-        if not args.quiet:
-            print(f"{args.out} is up to date (same solver sources, parameters, torch and "
-                  "device); kept it.")
-        return EXIT_OK
-    report = export_package(
-        args.out, cfg, device, check=not args.no_check, tolerance=args.tolerance,
-        max_size=args.max_size, overwrite=args.overwrite or args.reuse, compiler_options=options,
-        progress=None if args.quiet else lambda message: print(f"samconvex export: {message}",
-                                                                 flush=True),
-    )
-    if args.report:
-        dump_json(report.to_dict(), Path(args.report))
-    if not args.quiet:
-        meta = report.metadata
-        print(f"wrote {report.path} ({report.path.stat().st_size / 1e6:.1f} MB): export "
-              f"{report.export_seconds:.0f} s, compile {report.compile_seconds:.0f} s, check "
-              f"{report.check_seconds:.0f} s; sizes: multiples of {meta['samconvex.multiple']} "
-              f"in [{meta['samconvex.min_size']}, {meta['samconvex.max_size']}]")
-        for row in report.checks:
-            print(f"  check {'x'.join(map(str, row['shape']))}: max |compiled - eager| "
-                  f"{row['max_abs_diff']:.2e} voxels (tolerance {report.tolerance:g})")
-    return EXIT_OK
-
-
-__all__ = ["DEFAULT_TOLERANCE_VOXELS", "FORMAT_VERSION", "GRID_PARAMETERS", "INPUT_NAMES",
-           "MODEL_NAME",
-           "ExportReport", "ShapeLimits", "SolverModule", "compare_with_eager",
-           "example_inputs", "export_package", "export_program", "fingerprint", "grid_metadata",
-           "is_current", "package_metadata", "read_metadata", "shape_limits"]
+__all__ = [
+    "DEFAULT_TOLERANCE_VOXELS",
+    "FORMAT_VERSION",
+    "GRID_PARAMETERS",
+    "INPUT_NAMES",
+    "MODEL_NAME",
+    "ExportReport",
+    "ShapeLimits",
+    "SolverModule",
+    "compare_with_eager",
+    "example_inputs",
+    "export_package",
+    "export_program",
+    "fingerprint",
+    "grid_metadata",
+    "is_current",
+    "package_metadata",
+    "read_metadata",
+    "shape_limits",
+]

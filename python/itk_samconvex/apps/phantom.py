@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import itk
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -70,8 +69,9 @@ def _paint(hu: np.ndarray, occupancy: np.ndarray, value: float | np.ndarray) -> 
     return hu + occupancy * (value - hu)
 
 
-def _ellipsoid_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: Sequence[float],
-                  semi: Sequence[float]) -> np.ndarray:
+def _ellipsoid_sd(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, centre: Sequence[float], semi: Sequence[float]
+) -> np.ndarray:
     """First-order signed distance (mm) to an axis-aligned ellipsoid (exact sign)."""
     qx, qy, qz = (x - centre[0]) / semi[0], (y - centre[1]) / semi[1], (z - centre[2]) / semi[2]
     rho = np.sqrt(qx * qx + qy * qy + qz * qz) + 1e-12
@@ -87,8 +87,11 @@ def _ellipse_sd(x: np.ndarray, y: np.ndarray, a: float, b: float) -> np.ndarray:
 def _dome(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Height z (mm) of the diaphragm; the right (-x) dome is higher than the left."""
     gy = -(y * y) / (2 * 55.0**2)
-    return (-70.0 + 45.0 * np.exp(gy - (x + 62.0) ** 2 / (2 * 42.0**2))
-            + 36.0 * np.exp(gy - (x - 62.0) ** 2 / (2 * 42.0**2)))
+    return (
+        -70.0
+        + 45.0 * np.exp(gy - (x + 62.0) ** 2 / (2 * 42.0**2))
+        + 36.0 * np.exp(gy - (x - 62.0) ** 2 / (2 * 42.0**2))
+    )
 
 
 def _heart_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, dome: np.ndarray) -> np.ndarray:
@@ -96,11 +99,14 @@ def _heart_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, dome: np.ndarray) -> 
     return np.maximum(_ellipsoid_sd(x, y, z, (12.0, -25.0, -10.0), (50.0, 42.0, 45.0)), dome - z)
 
 
-def _lung_sd(x: np.ndarray, y: np.ndarray, z: np.ndarray, dome: np.ndarray,
-             f_heart: np.ndarray) -> np.ndarray:
+def _lung_sd(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, dome: np.ndarray, f_heart: np.ndarray
+) -> np.ndarray:
     """Both lungs: ellipsoids above the diaphragm with the heart (plus 3 mm) carved out."""
-    f = np.minimum(_ellipsoid_sd(x, y, z, (-66.0, 4.0, -40.0), (46.0, 70.0, 150.0)),
-                   _ellipsoid_sd(x, y, z, (66.0, 4.0, -40.0), (46.0, 70.0, 150.0)))
+    f = np.minimum(
+        _ellipsoid_sd(x, y, z, (-66.0, 4.0, -40.0), (46.0, 70.0, 150.0)),
+        _ellipsoid_sd(x, y, z, (66.0, 4.0, -40.0), (46.0, 70.0, 150.0)),
+    )
     return np.maximum(np.maximum(f, dome - z), 3.0 - f_heart)
 
 
@@ -124,8 +130,7 @@ def _build_vessels(seed: int = 1234) -> tuple[np.ndarray, ...]:
         dome = _dome(x, y)
         return bool(_lung_sd(x, y, z, dome, _heart_sd(x, y, z, dome))[0] < -margin)
 
-    def sample_near(centre: np.ndarray, spread: np.ndarray | float,
-                    margin: float) -> np.ndarray:
+    def sample_near(centre: np.ndarray, spread: np.ndarray | float, margin: float) -> np.ndarray:
         while True:
             p = centre + rng.uniform(-1.0, 1.0, 3) * spread
             if inside_lung(p, margin):
@@ -160,8 +165,9 @@ def _build_vessels(seed: int = 1234) -> tuple[np.ndarray, ...]:
     return a, b - a, r, np.minimum(a, b) - reach, np.maximum(a, b) + reach
 
 
-def _build_texture(seed: int = 4321, count: int = 30,
-                   rms_hu: float = 12.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _build_texture(
+    seed: int = 4321, count: int = 30, rms_hu: float = 12.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Wave vectors (rad/mm), phases and amplitudes (HU) of the fine tissue texture."""
     rng = np.random.default_rng(seed)
     directions = rng.normal(size=(count, 3))
@@ -177,13 +183,16 @@ def _build_texture(seed: int = 4321, count: int = 30,
 _VESSELS = _build_vessels()
 _TEXTURE = _build_texture()
 # airways (trachea + main bronchi) as capsules: start, end, radius (mm, body frame)
-_AIRWAYS = ((np.array([0.0, 0.0, 200.0]), np.array([0.0, 0.0, 45.0]), 9.0),
-            (np.array([0.0, 0.0, 45.0]), np.array([-45.0, 5.0, 15.0]), 6.0),
-            (np.array([0.0, 0.0, 45.0]), np.array([45.0, 5.0, 15.0]), 6.0))
+_AIRWAYS = (
+    (np.array([0.0, 0.0, 200.0]), np.array([0.0, 0.0, 45.0]), 9.0),
+    (np.array([0.0, 0.0, 45.0]), np.array([-45.0, 5.0, 15.0]), 6.0),
+    (np.array([0.0, 0.0, 45.0]), np.array([45.0, 5.0, 15.0]), 6.0),
+)
 
 
-def _capsule_distance(x: np.ndarray, y: np.ndarray, z: np.ndarray, a: np.ndarray,
-                      ab: np.ndarray, radius: float) -> np.ndarray:
+def _capsule_distance(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, a: np.ndarray, ab: np.ndarray, radius: float
+) -> np.ndarray:
     """Distance (mm) to the surface of the capsule from ``a`` to ``a + ab`` (negative inside)."""
     dx, dy, dz = x - a[0], y - a[1], z - a[2]
     length2 = float(ab @ ab)
@@ -233,15 +242,32 @@ def _evaluate_chunk(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hu = _paint(hu, _inside(_ellipse_sd(x, y, 134.0, 95.0)), 35.0)  # muscle and soft tissue
     dome = _dome(x, y)
     f_heart = _heart_sd(x, y, z, dome)
-    f_stomach = np.maximum(_ellipsoid_sd(x, y, z, (40.0, -40.0, -75.0), (32.0, 26.0, 24.0)),
-                           z - dome + 5.0)
+    f_stomach = np.maximum(
+        _ellipsoid_sd(x, y, z, (40.0, -40.0, -75.0), (32.0, 26.0, 24.0)), z - dome + 5.0
+    )
     organs = (  # (signed distance, HU, label), painted in this order
-        (np.maximum(_ellipsoid_sd(x, y, z, (-55.0, -10.0, -80.0), (80.0, 75.0, 55.0)),
-                    z - dome + 4.0), 65.0, 2),
-        (np.maximum(_ellipsoid_sd(x, y, z, (85.0, 45.0, -70.0), (28.0, 40.0, 45.0)),
-                    z - dome + 4.0), 50.0, 3),
-        (np.minimum(_ellipsoid_sd(x, y, z, (-55.0, 55.0, -115.0), (24.0, 20.0, 48.0)),
-                    _ellipsoid_sd(x, y, z, (55.0, 55.0, -105.0), (24.0, 20.0, 48.0))), 140.0, 4),
+        (
+            np.maximum(
+                _ellipsoid_sd(x, y, z, (-55.0, -10.0, -80.0), (80.0, 75.0, 55.0)), z - dome + 4.0
+            ),
+            65.0,
+            2,
+        ),
+        (
+            np.maximum(
+                _ellipsoid_sd(x, y, z, (85.0, 45.0, -70.0), (28.0, 40.0, 45.0)), z - dome + 4.0
+            ),
+            50.0,
+            3,
+        ),
+        (
+            np.minimum(
+                _ellipsoid_sd(x, y, z, (-55.0, 55.0, -115.0), (24.0, 20.0, 48.0)),
+                _ellipsoid_sd(x, y, z, (55.0, 55.0, -105.0), (24.0, 20.0, 48.0)),
+            ),
+            140.0,
+            4,
+        ),
         (f_heart, 130.0, 5),  # enhanced blood pool
         (f_stomach, 25.0, 0),
         (np.maximum(f_stomach, -60.0 - z), -950.0, 0),  # gas cap of the stomach
@@ -276,11 +302,15 @@ def _evaluate_chunk(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vertebra = _periodic(z, 28.0, 22.0 / 28.0, 3.0, _EDGE_MM)
     r_body = np.hypot(x, y - 52.0)
     hu = _paint(hu, _inside(r_body - 17.0), 90.0 + 310.0 * vertebra)
-    hu = _paint(hu, vertebra * _inside(r_body - 17.0, _THIN_EDGE_MM)
-                * _inside(14.5 - r_body, _THIN_EDGE_MM), 700.0)
+    hu = _paint(
+        hu,
+        vertebra * _inside(r_body - 17.0, _THIN_EDGE_MM) * _inside(14.5 - r_body, _THIN_EDGE_MM),
+        700.0,
+    )
     r_canal = np.hypot(x, y - 82.0)
-    f_arch = np.minimum(np.maximum(r_canal - 14.0, 8.0 - r_canal),
-                        _ellipse_sd(x, y - 98.0, 4.0, 10.0))
+    f_arch = np.minimum(
+        np.maximum(r_canal - 14.0, 8.0 - r_canal), _ellipse_sd(x, y - 98.0, 4.0, 10.0)
+    )
     hu = _paint(hu, vertebra * _inside(f_arch, _THIN_EDGE_MM), 550.0)
     hu = _paint(hu, _inside(r_canal - 8.0), 15.0)
     labels[((r_body < 17.0) | (f_arch < 0)) & (vertebra > 0.5)] = 6
@@ -297,8 +327,9 @@ def _evaluate(points_mm: np.ndarray, centre_mm: Sequence[float]) -> tuple[np.nda
     hu = np.empty(len(p))
     labels = np.empty(len(p), np.uint8)
     for start in range(0, len(p), _CHUNK):
-        hu[start:start + _CHUNK], labels[start:start + _CHUNK] = \
-            _evaluate_chunk(p[start:start + _CHUNK])
+        hu[start : start + _CHUNK], labels[start : start + _CHUNK] = _evaluate_chunk(
+            p[start : start + _CHUNK]
+        )
     return hu, labels
 
 
@@ -317,14 +348,14 @@ def phantom_hu(points_mm: np.ndarray, centre_mm: Sequence[float] = BODY_CENTRE_M
     return _evaluate(points_mm, centre_mm)[0]
 
 
-def organ_labels(points_mm: np.ndarray,
-                 centre_mm: Sequence[float] = BODY_CENTRE_MM) -> np.ndarray:
+def organ_labels(points_mm: np.ndarray, centre_mm: Sequence[float] = BODY_CENTRE_MM) -> np.ndarray:
     """Organ label (see ``LABELS``) at LPS points (N, 3) in mm; returns (N,) uint8."""
     return _evaluate(points_mm, centre_mm)[1]
 
 
-def breathing_displacement(points_mm: np.ndarray, amplitude_mm: float = 12.0,
-                           centre_mm: Sequence[float] = BODY_CENTRE_MM) -> np.ndarray:
+def breathing_displacement(
+    points_mm: np.ndarray, amplitude_mm: float = 12.0, centre_mm: Sequence[float] = BODY_CENTRE_MM
+) -> np.ndarray:
     """Smooth breathing-like displacement u(x) from exhale (fixed) to inhale (moving).
 
     Mostly inferior motion (-z) peaking at the lung bases / diaphragm (z = -45 mm, x = +-60
@@ -348,8 +379,9 @@ def breathing_displacement(points_mm: np.ndarray, amplitude_mm: float = 12.0,
     sigma_z = 70.0 - 25.0 * np.tanh((z + 45.0) / 50.0)
     profile_z = np.exp(-0.5 * ((z + 45.0) / sigma_z) ** 2)
     # ... times two lobes under the lungs, a posterior-centred AP profile, a still spine
-    lobes = (np.exp(-0.5 * ((x - 60.0) / 45.0) ** 2) + np.exp(-0.5 * ((x + 60.0) / 45.0) ** 2)
-             ) / (1.0 + np.exp(-0.5 * (120.0 / 45.0) ** 2))
+    lobes = (np.exp(-0.5 * ((x - 60.0) / 45.0) ** 2) + np.exp(-0.5 * ((x + 60.0) / 45.0) ** 2)) / (
+        1.0 + np.exp(-0.5 * (120.0 / 45.0) ** 2)
+    )
     profile_y = np.exp(-0.5 * ((y - 10.0) / 70.0) ** 2)
     spine = 1.0 - 0.9 * np.exp(-0.5 * ((x / 30.0) ** 2 + ((y - 60.0) / 30.0) ** 2))
     # chest/abdominal wall motion: anterior and lateral, centred at z = 0
@@ -358,8 +390,13 @@ def breathing_displacement(points_mm: np.ndarray, amplitude_mm: float = 12.0,
     u = np.empty_like(p)
     u[:, 2] = -lobes * profile_y * spine * profile_z
     u[:, 1] = -0.3 * anterior * np.exp(-0.5 * (x / 110.0) ** 2) * wall_z
-    u[:, 0] = (0.15 * (x / 90.0) * np.exp(0.5 * (1.0 - (x / 90.0) ** 2))
-               * np.exp(-0.5 * (y / 90.0) ** 2) * wall_z)
+    u[:, 0] = (
+        0.15
+        * (x / 90.0)
+        * np.exp(0.5 * (1.0 - (x / 90.0) ** 2))
+        * np.exp(-0.5 * (y / 90.0) ** 2)
+        * wall_z
+    )
     return u * (amplitude_mm / _U_PEAK)
 
 
@@ -367,13 +404,21 @@ def grid_points_mm(grid: Grid) -> np.ndarray:
     """LPS positions (mm) of the voxel centres of ``grid`` as a (Z, Y, X, 3) float64 array."""
     m = grid.index_to_physical
     k, j, i = (np.arange(n, dtype=np.float64) for n in grid.shape)
-    return (m[:3, 3] + i[None, None, :, None] * m[:3, 0] + j[None, :, None, None] * m[:3, 1]
-            + k[:, None, None, None] * m[:3, 2])
+    return (
+        m[:3, 3]
+        + i[None, None, :, None] * m[:3, 0]
+        + j[None, :, None, None] * m[:3, 1]
+        + k[:, None, None, None] * m[:3, 2]
+    )
 
 
-def centred_grid(size: Sequence[int], spacing: Sequence[float], direction: ArrayLike | None = None,
-                 centre_mm: Sequence[float] = BODY_CENTRE_MM,
-                 origin: Sequence[float] | None = None) -> Grid:
+def centred_grid(
+    size: Sequence[int],
+    spacing: Sequence[float],
+    direction: ArrayLike | None = None,
+    centre_mm: Sequence[float] = BODY_CENTRE_MM,
+    origin: Sequence[float] | None = None,
+) -> Grid:
     """A grid whose centre is ``centre_mm`` (LPS mm), unless ``origin`` is given.
 
     ``size`` and ``spacing`` are in ITK (x, y, z) order; ``direction`` is a 3x3 matrix or 9
@@ -385,8 +430,12 @@ def centred_grid(size: Sequence[int], spacing: Sequence[float], direction: Array
     if origin is None:
         half = 0.5 * (np.asarray(size) - 1) * np.asarray(spacing)
         origin = np.asarray(centre_mm, np.float64) - d @ half
-    return Grid(size=size, spacing=spacing, origin=tuple(float(v) for v in origin),
-                direction=tuple(float(v) for v in d.ravel()))
+    return Grid(
+        size=size,
+        spacing=spacing,
+        origin=tuple(float(v) for v in origin),
+        direction=tuple(float(v) for v in d.ravel()),
+    )
 
 
 @dataclass
@@ -456,21 +505,37 @@ def make_phantom_pair(
             size if moving_size is None else moving_size,
             spacing if moving_spacing is None else moving_spacing,
             fixed_grid.direction if moving_direction is None else moving_direction,
-            fixed_centre[:3], moving_origin)
+            fixed_centre[:3],
+            moving_origin,
+        )
     rng = np.random.default_rng(seed)
     x = grid_points_mm(fixed_grid).reshape(-1, 3)
     u = breathing_displacement(x, amplitude_mm, centre_mm)
     images = []
-    for grid, points in ((fixed_grid, x + u),
-                         (moving_grid, grid_points_mm(moving_grid).reshape(-1, 3))):
+    for grid, points in (
+        (fixed_grid, x + u),
+        (moving_grid, grid_points_mm(moving_grid).reshape(-1, 3)),
+    ):
         hu, labels = _evaluate(points, centre_mm)
         hu = hu.astype(np.float32).reshape(grid.shape)
         if noise_hu > 0:
             hu += np.float32(noise_hu) * rng.standard_normal(grid.shape, dtype=np.float32)
-        images += [scalar_image(hu, grid, itk.F),
-                   scalar_image(labels.reshape(grid.shape), grid, itk.UC)]
-    logger.debug("phantom pair %s -> %s built in %.2f s", fixed_grid.size, moving_grid.size,
-                 time.perf_counter() - start)
-    return PhantomPair(fixed=images[0], moving=images[2], fixed_labels=images[1],
-                       moving_labels=images[3], truth=u.reshape(*fixed_grid.shape, 3)
-                       .astype(np.float32), fixed_grid=fixed_grid, moving_grid=moving_grid)
+        images += [
+            scalar_image(hu, grid, "F"),
+            scalar_image(labels.reshape(grid.shape), grid, "UC"),
+        ]
+    logger.debug(
+        "phantom pair %s -> %s built in %.2f s",
+        fixed_grid.size,
+        moving_grid.size,
+        time.perf_counter() - start,
+    )
+    return PhantomPair(
+        fixed=images[0],
+        moving=images[2],
+        fixed_labels=images[1],
+        moving_labels=images[3],
+        truth=u.reshape(*fixed_grid.shape, 3).astype(np.float32),
+        fixed_grid=fixed_grid,
+        moving_grid=moving_grid,
+    )

@@ -17,18 +17,21 @@ import logging
 import os
 import re
 import shlex
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import itk
 import numpy as np
 
 from ..errors import InputError
+from . import itk_classes
 
 logger = logging.getLogger(__name__)
 
 ParameterMap = dict[str, list[str]]
-LINEAR_TYPES = ("TranslationTransform", "EulerTransform", "SimilarityTransform",
-                "AffineTransform")
+LINEAR_TYPES = ("TranslationTransform", "EulerTransform", "SimilarityTransform", "AffineTransform")
 
 
 def parse_parameter_text(text: str) -> ParameterMap:
@@ -60,7 +63,7 @@ def transform_from_map(params: ParameterMap):
     if dim != 3:
         raise InputError(f"elastix transform is {dim}-D; SAMConvex needs 3-D transforms.")
     if kind == "TranslationTransform":
-        transform = itk.TranslationTransform[itk.D, 3].New()
+        transform = itk_classes.translation_transform().New()
         transform.SetParameters(_parameters(_floats(params, "TransformParameters", 3)))
         return transform
     centre = _floats(params, "CenterOfRotationPoint", 3)
@@ -73,7 +76,7 @@ def transform_from_map(params: ParameterMap):
         transform = itk.Similarity3DTransform[itk.D].New()
         values = _floats(params, "TransformParameters", 7)
     elif kind == "AffineTransform":
-        transform = itk.AffineTransform[itk.D, 3].New()
+        transform = itk_classes.affine_transform().New()
         values = _floats(params, "TransformParameters", 12)
     else:
         raise InputError(f"elastix transform type {kind!r} has no closed form here.")
@@ -105,8 +108,9 @@ def read_parameter_file(path: str | os.PathLike, fixed=None):
         seen.add(current.resolve())
         params = parse_parameter_text(current.read_text(encoding="utf-8", errors="replace"))
         if "Transform" not in params:
-            raise InputError(f"{current} is not an elastix TransformParameters file (no "
-                             "(Transform ...) entry).")
+            raise InputError(
+                f"{current} is not an elastix TransformParameters file (no (Transform ...) entry)."
+            )
         chain.append(params)
         initial = (params.get("InitialTransformParameterFileName") or ["NoInitialTransform"])[0]
         if initial in ("NoInitialTransform", ""):
@@ -137,7 +141,7 @@ def _compose_maps(maps: list[ParameterMap], fixed=None):
         transforms = [transform_from_map(p) for p in maps]
         if len(transforms) == 1:
             return transforms[0]
-        composite = itk.CompositeTransform[itk.D, 3].New()
+        composite = itk_classes.composite_transform().New()
         for transform in reversed(transforms):
             composite.AddTransform(transform)
         return composite
@@ -160,8 +164,9 @@ def from_registration_method(method):
     try:
         combined = method.GetCombinationTransform()
     except Exception as error:
-        raise InputError("the ElastixRegistrationMethod has no transform; call Update() on it "
-                         "first.") from error
+        raise InputError(
+            "the ElastixRegistrationMethod has no transform; call Update() on it first."
+        ) from error
     if combined is None:
         raise InputError("the ElastixRegistrationMethod has no transform; call Update() first.")
     return method.ConvertToItkTransform(combined)
@@ -178,7 +183,7 @@ def _require_elastix():
 
 def _dense_from_maps(maps: list[ParameterMap], fixed):
     """DisplacementFieldTransform of any elastix chain, densified by transformix."""
-    from .space import Grid
+    from .space import Grid, as_float_image
     from .transforms import displacement_transform
 
     if fixed is None:
@@ -196,11 +201,12 @@ def _dense_from_maps(maps: list[ParameterMap], fixed):
         parameter_object.AddParameterMap(params)
     import tempfile
 
-    float_fixed = itk.cast_image_filter(fixed, ttype=(type(fixed), itk.Image[itk.F, 3]))
+    float_fixed = as_float_image(fixed)
     with tempfile.TemporaryDirectory(prefix="samconvex-transformix-") as scratch:
         # transformix writes deformationField.nii into its output directory (default: cwd)
-        field = itk.transformix_deformation_field(float_fixed, parameter_object,
-                                                  output_directory=scratch)
+        field = itk.transformix_deformation_field(
+            float_fixed, parameter_object, output_directory=scratch
+        )
         array = np.asarray(itk.array_view_from_image(field), dtype=np.float32).copy()
     logger.info("densified elastix transform(s) on the fixed grid with transformix")
     return displacement_transform(array, Grid.of(fixed))
@@ -209,10 +215,50 @@ def _dense_from_maps(maps: list[ParameterMap], fixed):
 INITIALIZATIONS = ("search", "geometric-centre")
 
 
-def elastix_affine(fixed, moving, iterations: int = 500, resolutions: int = 4,
-                   fixed_mask=None, moving_mask=None, threads: int | None = None,
-                   initialization: str = "search"):
+@dataclass
+class PreAlignment:
+    """What the affine pre-alignment did, for reports (``report.json``, ``summary.csv``).
+
+    Attributes:
+        transform: the ITK transform, fixed -> moving (LPS mm).
+        method: what was returned: ``"affine"``, ``"similarity (inverted)"`` (registered
+            moving to fixed because the moving field of view is partial), ``"translation"``
+            (the search alone) or ``"affine (geometric-centre start)"``.
+        fallback: why the translation replaced elastix's result (None when it did not).
+        seconds: wall time of the whole pre-alignment.
+        details: the search translation (mm), the alignment scores (NCC) and the coverage.
+    """
+
+    transform: Any
+    method: str
+    fallback: str | None = None
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for reports (the transform itself is written as ``affine.h5``)."""
+        return {
+            "method": self.method,
+            "fallback": self.fallback,
+            "seconds": round(self.seconds, 3),
+            **self.details,
+            "transform_class": self.transform.GetNameOfClass(),
+        }
+
+
+def elastix_affine(
+    fixed,
+    moving,
+    iterations: int = 500,
+    resolutions: int = 4,
+    fixed_mask=None,
+    moving_mask=None,
+    threads: int | None = None,
+    initialization: str = "search",
+):
     """Affine pre-alignment with itk-elastix (fixed -> moving ITK transform).
+
+    :func:`elastix_prealignment` does the same and also says what it did.
 
     elastix's default affine map (Mattes mutual information, adaptive stochastic gradient
     descent, ``resolutions`` levels of ``iterations`` each).
@@ -231,15 +277,50 @@ def elastix_affine(fixed, moving, iterations: int = 500, resolutions: int = 4,
     ``initialization="geometric-centre"`` is elastix's own centre-of-images start, which
     suffices when the two scans cover the same anatomy.
     """
+    return elastix_prealignment(
+        fixed, moving, iterations, resolutions, fixed_mask, moving_mask, threads, initialization
+    ).transform
+
+
+def elastix_prealignment(
+    fixed,
+    moving,
+    iterations: int = 500,
+    resolutions: int = 4,
+    fixed_mask=None,
+    moving_mask=None,
+    threads: int | None = None,
+    initialization: str = "search",
+    pair: str | None = None,
+) -> PreAlignment:
+    """:func:`elastix_affine` with a record of what it did (:class:`PreAlignment`).
+
+    ``pair`` names the pair in the fallback warnings (batch runs many).
+    """
     _require_elastix()
     if initialization not in INITIALIZATIONS:
-        raise InputError(f"initialization must be one of {INITIALIZATIONS}; got "
-                         f"{initialization!r}.")
+        raise InputError(
+            f"initialization must be one of {INITIALIZATIONS}; got {initialization!r}."
+        )
+    start = time.perf_counter()
     if initialization == "geometric-centre":
-        return _elastix_affine_run(fixed, moving, iterations, resolutions, fixed_mask,
-                                   moving_mask, threads, centre_start=True)
-    return _searched_affine(fixed, moving, iterations, resolutions, fixed_mask, moving_mask,
-                            threads)
+        transform = _elastix_affine_run(
+            fixed,
+            moving,
+            iterations,
+            resolutions,
+            fixed_mask,
+            moving_mask,
+            threads,
+            centre_start=True,
+        )
+        result = PreAlignment(transform, "affine (geometric-centre start)")
+    else:
+        result = _searched_affine(
+            fixed, moving, iterations, resolutions, fixed_mask, moving_mask, threads, pair
+        )
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 SEARCH_SPACING_MM = 6.0  # translation search grid
@@ -247,14 +328,23 @@ SWAP_BELOW = 0.7  # fixed-body coverage by the moving field of view below which 
 SCORE_SLACK = 0.02  # NCC the affine may lose against the translation before it is refused
 
 
-def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mask, moving_mask,
-                     threads: int | None):
-    """``elastix_affine`` with ``initialization="search"``: an ITK transform, fixed -> moving.
+def _searched_affine(
+    fixed,
+    moving,
+    iterations: int,
+    resolutions: int,
+    fixed_mask,
+    moving_mask,
+    threads: int | None,
+    pair: str | None = None,
+) -> PreAlignment:
+    """``elastix_affine`` with ``initialization="search"``.
 
-    Returns an ``itk.AffineTransform[itk.D, 3]`` when elastix gives a plausible affine that
-    overlays the images at least as well as the translation, else the search's
-    ``itk.TranslationTransform[itk.D, 3]`` (with a logged warning saying why).
+    The transform is an ``itk.AffineTransform[itk.D, 3]`` when elastix gives a plausible
+    affine that overlays the images at least as well as the translation, else the search's
+    ``itk.TranslationTransform[itk.D, 3]`` (with a logged warning and the reason recorded).
     """
+    where = f"pair {pair}: " if pair else ""
     from .prealign import (
         affine_from_matrix,
         alignment_score,
@@ -263,8 +353,7 @@ def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mas
         search_translation,
         smoothed_for,
     )
-    from .space import check_image
-    from .transforms import linear_parts
+    from .space import check_image, linear_parts
 
     check_image(fixed, "fixed image")
     check_image(moving, "moving image")
@@ -278,57 +367,101 @@ def _searched_affine(fixed, moving, iterations: int, resolutions: int, fixed_mas
     shifted = _shifted(moving, -translation)
     shifted_mask = None if moving_mask is None else _shifted(moving_mask, -translation)
     swap = start_score.fixed_body_covered < SWAP_BELOW
+    details: dict[str, Any] = {
+        "search_translation_mm": [round(float(v), 2) for v in translation],
+        "fixed_body_covered": round(float(start_score.fixed_body_covered), 3),
+        "ncc_translation": round(float(start_score.correlation), 4),
+    }
+
+    def fallback(reason: str) -> PreAlignment:
+        logger.warning(
+            "%s%s; using the translation (%.1f, %.1f, %.1f) mm", where, reason, *translation
+        )
+        return PreAlignment(start, "translation", reason, details=details)
+
     try:
         if swap:
             # a partial field of view does not constrain shear and anisotropic scaling: a
             # similarity transform (rotation, translation, one scale), inverted afterwards
-            logger.info("moving field of view covers %.0f%% of the fixed body: registering "
-                        "moving to fixed (similarity) and inverting",
-                        100 * start_score.fixed_body_covered)
-            backward = _elastix_affine_run(shifted, fixed, iterations, resolutions,
-                                           shifted_mask, fixed_mask, threads,
-                                           centre_start=False, transform="SimilarityTransform")
+            logger.info(
+                "moving field of view covers %.0f%% of the fixed body: registering "
+                "moving to fixed (similarity) and inverting",
+                100 * start_score.fixed_body_covered,
+            )
+            backward = _elastix_affine_run(
+                shifted,
+                fixed,
+                iterations,
+                resolutions,
+                shifted_mask,
+                fixed_mask,
+                threads,
+                centre_start=False,
+                transform="SimilarityTransform",
+            )
             m_back, t_back = linear_parts(backward)
             matrix = np.linalg.inv(m_back)
             offset = -matrix @ t_back
         else:
-            forward = _elastix_affine_run(fixed, shifted, iterations, resolutions, fixed_mask,
-                                          shifted_mask, threads, centre_start=False)
+            forward = _elastix_affine_run(
+                fixed,
+                shifted,
+                iterations,
+                resolutions,
+                fixed_mask,
+                shifted_mask,
+                threads,
+                centre_start=False,
+            )
             matrix, offset = linear_parts(forward)
     except RuntimeError as error:  # elastix reports its failures as RuntimeError
         last_line = (str(error).strip().splitlines() or [type(error).__name__])[-1]
-        logger.warning("elastix affine failed after the translation search (%s); using the "
-                       "translation (%.1f, %.1f, %.1f) mm", last_line, *translation)
-        return start
+        return fallback(f"elastix failed after the translation search ({last_line})")
     affine = affine_from_matrix(matrix, offset + translation)
+    singular = np.round(np.linalg.svd(matrix, compute_uv=False), 2)
+    details["singular_values"] = [float(v) for v in singular]
     if not plausible_affine(matrix):
-        logger.warning("elastix affine is implausible (singular values %s); using the "
-                       "translation", np.round(np.linalg.svd(matrix, compute_uv=False), 2))
-        return start
+        return fallback(f"elastix affine is implausible (singular values {singular.tolist()})")
     score = alignment_score(coarse_fixed, moving_smooth, affine)
+    details["ncc_affine"] = round(float(score.correlation), 4)
     # NCC alone: between scans of different extent a good affine often moves part of the
     # fixed body out of the moving view (a guard on that coverage refused good affines on 4
     # of 12 head-neck pairs and lowered their mean affine Dice, benchmarks/prealignment.py)
     if score.correlation < start_score.correlation - SCORE_SLACK:
-        logger.warning("elastix affine overlays the images worse than the translation (NCC "
-                       "%.3f vs %.3f); using the translation", score.correlation,
-                       start_score.correlation)
-        return start
-    logger.info("elastix affine: NCC %.3f (translation %.3f)", score.correlation,
-                start_score.correlation)
-    return affine
+        return fallback(
+            f"elastix affine overlays the images worse than the translation (NCC "
+            f"{score.correlation:.3f} vs {start_score.correlation:.3f})"
+        )
+    logger.info(
+        "%selastix affine: NCC %.3f (translation %.3f)",
+        where,
+        score.correlation,
+        start_score.correlation,
+    )
+    return PreAlignment(
+        affine, "similarity (inverted)" if swap else "affine", None, details=details
+    )
 
 
 def _shifted(image, delta_mm: np.ndarray):
     """The image with its origin moved by ``delta_mm`` (LPS): a translation of its content."""
     origin = np.asarray(image.GetOrigin(), dtype=np.float64) + delta_mm
     return itk.change_information_image_filter(
-        image, output_origin=[float(v) for v in origin], change_origin=True)
+        image, output_origin=[float(v) for v in origin], change_origin=True
+    )
 
 
-def _elastix_affine_run(fixed, moving, iterations: int, resolutions: int, fixed_mask,
-                        moving_mask, threads: int | None, centre_start: bool,
-                        transform: str = "AffineTransform"):
+def _elastix_affine_run(
+    fixed,
+    moving,
+    iterations: int,
+    resolutions: int,
+    fixed_mask,
+    moving_mask,
+    threads: int | None,
+    centre_start: bool,
+    transform: str = "AffineTransform",
+):
     """One elastix run of ``transform`` (its default affine map otherwise); returns the ITK
     transform mapping ``fixed`` points to ``moving`` points. ``centre_start``: elastix's
     geometric-centre initialisation, else it starts from the identity."""
@@ -341,14 +474,13 @@ def _elastix_affine_run(fixed, moving, iterations: int, resolutions: int, fixed_
         params["AutomaticTransformInitializationMethod"] = ["GeometricalCenter"]
     params["FinalBSplineInterpolationOrder"] = ["1"]
     parameter_object.AddParameterMap(params)
+    from .space import as_float_image
+
     float_type = itk.Image[itk.F, 3]
-
-    def as_float(image):
-        return image if isinstance(image, float_type) else itk.cast_image_filter(
-            image, ttype=(type(image), float_type))
-
     method = itk.ElastixRegistrationMethod[float_type, float_type].New(
-        as_float(fixed), as_float(moving), parameter_object=parameter_object,
+        as_float_image(fixed),
+        as_float_image(moving),
+        parameter_object=parameter_object,
         log_to_console=False,
     )
     if fixed_mask is not None:
@@ -365,6 +497,7 @@ def _as_uc(mask):
     uc = itk.Image[itk.UC, 3]
     if isinstance(mask, uc):
         return mask
-    binary = itk.binary_threshold_image_filter(mask, lower_threshold=1, inside_value=1,
-                                               outside_value=0, ttype=(type(mask), uc))
+    binary = itk.binary_threshold_image_filter(
+        mask, lower_threshold=1, inside_value=1, outside_value=0, ttype=(type(mask), uc)
+    )
     return binary

@@ -29,7 +29,16 @@ import numpy as np
 import scipy.fft
 
 from ..errors import InputError
-from .space import Grid, antialias, as_float_image, check_image, foreground_box, sample_image
+from . import itk_classes
+from .space import (
+    Grid,
+    antialias,
+    as_float_image,
+    check_image,
+    foreground_box,
+    sample_image,
+    set_matrix_values,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +88,7 @@ class TranslationSearch:
 
     def transform(self):
         """The translation as ``itk.TranslationTransform[itk.D, 3]`` (fixed -> moving)."""
-        transform = itk.TranslationTransform[itk.D, 3].New()
+        transform = itk_classes.translation_transform().New()
         parameters = itk.OptimizerParameters[itk.D](3)
         for axis in range(3):
             parameters.SetElement(axis, float(self.translation_mm[axis]))
@@ -94,8 +103,9 @@ def body_box_lps(image, threshold: float = BODY_HU) -> tuple[np.ndarray, np.ndar
     if box is None:
         return None
     low, high = box
-    corners = np.array([[(high if (c >> a) & 1 else low)[a] for a in range(3)]
-                        for c in range(8)])  # (8, 3) in the image's axis frame, mm
+    corners = np.array(
+        [[(high if (c >> a) & 1 else low)[a] for a in range(3)] for c in range(8)]
+    )  # (8, 3) in the image's axis frame, mm
     physical = np.asarray(grid.origin) + corners @ grid.direction_matrix.T
     return physical.min(axis=0), physical.max(axis=0)
 
@@ -113,8 +123,12 @@ def coarse_image(image, spacing_mm: float, name: str) -> CoarseImage:
     size = np.maximum(np.ceil((high - low + 2 * margin) / spacing_mm).astype(int), 1)
     centre = 0.5 * (low + high)
     origin = centre - 0.5 * (size - 1) * spacing_mm
-    grid = Grid(size=tuple(int(v) for v in size), spacing=(float(spacing_mm),) * 3,
-                origin=tuple(float(v) for v in origin), direction=IDENTITY_DIRECTION)
+    grid = Grid(
+        size=tuple(int(v) for v in size),
+        spacing=(float(spacing_mm),) * 3,
+        origin=tuple(float(v) for v in origin),
+        direction=IDENTITY_DIRECTION,
+    )
     smooth = antialias(as_float_image(image), spacing_mm)
     values, inside = sample_image(smooth, grid)
     values = values.double().numpy()
@@ -134,8 +148,10 @@ class _Correlator:
     """
 
     def __init__(self, fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...]):
-        self.shape = tuple(int(scipy.fft.next_fast_len(a + b - 1, real=True))
-                           for a, b in zip(fixed_shape, moving_shape, strict=True))
+        self.shape = tuple(
+            int(scipy.fft.next_fast_len(a + b - 1, real=True))
+            for a, b in zip(fixed_shape, moving_shape, strict=True)
+        )
         self._axes = tuple(range(len(self.shape)))
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -151,16 +167,21 @@ class _Correlator:
 
     def signed_shift(self, index: tuple[int, ...], fixed_shape: tuple[int, ...]) -> np.ndarray:
         """The shift d (array order) stored at circular ``index``."""
-        return np.array([b if b < n - (a - 1) else b - n
-                         for b, n, a in zip(index, self.shape, fixed_shape, strict=True)],
-                        dtype=np.float64)
+        return np.array(
+            [
+                b if b < n - (a - 1) else b - n
+                for b, n, a in zip(index, self.shape, fixed_shape, strict=True)
+            ],
+            dtype=np.float64,
+        )
 
 
 MIN_VARIANCE_HU2 = 1.0  # per-voxel variance below which an overlap carries no pattern
 
 
-def shift_scores(fixed: CoarseImage, moving: CoarseImage,
-                 min_overlap: float) -> tuple[np.ndarray, np.ndarray, _Correlator]:
+def shift_scores(
+    fixed: CoarseImage, moving: CoarseImage, min_overlap: float
+) -> tuple[np.ndarray, np.ndarray, _Correlator]:
     """NCC and relative body overlap for every integer shift of ``moving`` against ``fixed``.
 
     Shift ``d`` (array order z, y, x) pairs fixed voxel ``i`` with moving voxel ``i + d``.
@@ -190,8 +211,13 @@ def shift_scores(fixed: CoarseImage, moving: CoarseImage,
     return np.where(allowed, ncc, -np.inf), overlap, correlate
 
 
-def search_translation(fixed, moving, spacing_mm: float = 6.0, min_overlap: float = 0.5,
-                       coarse_fixed: CoarseImage | None = None) -> TranslationSearch:
+def search_translation(
+    fixed,
+    moving,
+    spacing_mm: float = 6.0,
+    min_overlap: float = 0.5,
+    coarse_fixed: CoarseImage | None = None,
+) -> TranslationSearch:
     """The translation (fixed -> moving, LPS mm) that best overlays the moving body.
 
     Exhaustive over every shift on a ``spacing_mm`` grid, so it finds a thin moving slab
@@ -211,13 +237,17 @@ def search_translation(fixed, moving, spacing_mm: float = 6.0, min_overlap: floa
     check_image(fixed, "fixed image")
     check_image(moving, "moving image")
     if not (0.0 < min_overlap <= 1.0):
-        raise InputError("min_overlap (least overlapping body volume, as a fraction of the "
-                         f"smaller body) must be in (0, 1]; got {min_overlap}.")
+        raise InputError(
+            "min_overlap (least overlapping body volume, as a fraction of the "
+            f"smaller body) must be in (0, 1]; got {min_overlap}."
+        )
     if coarse_fixed is None:
         coarse_fixed = coarse_image(fixed, spacing_mm, "fixed image")
     elif not np.allclose(coarse_fixed.grid.spacing, spacing_mm):
-        raise InputError(f"coarse_fixed has spacing {coarse_fixed.grid.spacing[0]} mm; the "
-                         f"search runs at {spacing_mm} mm. Build it with the same spacing.")
+        raise InputError(
+            f"coarse_fixed has spacing {coarse_fixed.grid.spacing[0]} mm; the "
+            f"search runs at {spacing_mm} mm. Build it with the same spacing."
+        )
     coarse_moving = coarse_image(moving, spacing_mm, "moving image")
     ncc, overlap, correlate = shift_scores(coarse_fixed, coarse_moving, min_overlap)
     best = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
@@ -230,11 +260,18 @@ def search_translation(fixed, moving, spacing_mm: float = 6.0, min_overlap: floa
         )
     shift_zyx = correlate.signed_shift(best, coarse_fixed.values.shape)
     # fixed voxel i (origin o_f) pairs with moving voxel i + d: x + t = o_m + s (i + d)
-    translation = (np.asarray(coarse_moving.grid.origin) - np.asarray(coarse_fixed.grid.origin)
-                   + spacing_mm * shift_zyx[::-1])
+    translation = (
+        np.asarray(coarse_moving.grid.origin)
+        - np.asarray(coarse_fixed.grid.origin)
+        + spacing_mm * shift_zyx[::-1]
+    )
     result = TranslationSearch(translation, float(ncc[best]), float(overlap[best]), spacing_mm)
-    logger.info("translation search: t = (%.1f, %.1f, %.1f) mm, NCC %.3f, body overlap %.2f",
-                *translation, result.correlation, result.body_overlap)
+    logger.info(
+        "translation search: t = (%.1f, %.1f, %.1f) mm, NCC %.3f, body overlap %.2f",
+        *translation,
+        result.correlation,
+        result.body_overlap,
+    )
     return result
 
 
@@ -279,8 +316,8 @@ def alignment_score(fixed: CoarseImage, moving_smooth, transform) -> AlignmentSc
 
 def affine_from_matrix(matrix: np.ndarray, offset: np.ndarray):
     """``itk.AffineTransform[itk.D, 3]`` with ``T(x) = matrix @ x + offset`` (LPS mm)."""
-    transform = itk.AffineTransform[itk.D, 3].New()
-    transform.SetMatrix(itk.matrix_from_array(np.ascontiguousarray(matrix, dtype=np.float64)))
+    transform = itk_classes.affine_transform().New()
+    transform.SetMatrix(set_matrix_values(transform.GetMatrix(), np.asarray(matrix)))
     transform.SetTranslation([float(v) for v in offset])
     return transform
 
@@ -292,5 +329,8 @@ def plausible_affine(matrix: np.ndarray, max_scale: float = 1.6) -> bool:
     bounds means the optimiser has run away (e.g. collapsed a thin slab).
     """
     singular = np.linalg.svd(matrix, compute_uv=False)
-    return bool(np.linalg.det(matrix) > 0 and singular.max() <= max_scale
-                and singular.min() >= 1.0 / max_scale)
+    return bool(
+        np.linalg.det(matrix) > 0
+        and singular.max() <= max_scale
+        and singular.min() >= 1.0 / max_scale
+    )

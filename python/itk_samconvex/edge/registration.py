@@ -1,7 +1,8 @@
 """Public API: ``samconvex_registration`` and ``SAMConvexRegistrationFilter``.
 
-Thin by design: validate ITK inputs, build the working grid (``space``), run the tensor
-solver (``pyramid``), and hand back ITK fields and transforms (``transforms``).
+Thin by design: validate the ITK inputs (``space``, ``checks``), build the working grid
+(``space``), run the tensor solver (``solver.pyramid``), and hand back ITK fields and
+transforms (``transforms``). Nothing here writes files.
 """
 
 from __future__ import annotations
@@ -17,22 +18,32 @@ import itk
 import numpy as np
 import torch
 
-from ..solver.config import GRID_GROWTH_STEP, SAMConvexConfig, preset_config
-from ..errors import InputError, ResourceError
+from ..errors import InputError
+from ..solver.config import (
+    FIELD_NAMES,
+    SAMConvexConfig,
+    build_config,
+    preset_config,
+    unknown_parameter_message,
+)
+from ..solver.device import check_memory, resolve_device, torch_threads
 from ..solver.features import make_extractor
-from ..solver.pyramid import estimate_peak_bytes, register_tensors
+from ..solver.pyramid import estimate_peak_bytes, register_tensors, stage_names
+from .checks import check_ct, size_warning
+from .initial import as_transform
+from .io.images import as_itk_image
 from .space import (
     Grid,
     antialias,
     check_image,
     check_mask,
+    fit_working_grid,
     foreground_box,
     level_grid,
     sample_image,
     vector_image,
-    working_grid,
 )
-from .transforms import as_transform, baked_field, deformable_field, displacement_transform
+from .transforms import baked_field, deformable_field, displacement_transform
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +66,7 @@ class RegistrationResult:
         config: the parameters used.
         device: the torch device used.
         timings: seconds per stage (and ``total``).
+        warnings: messages about the inputs worth a look (also logged), e.g. a small image.
     """
 
     transform: Any
@@ -65,68 +77,13 @@ class RegistrationResult:
     config: SAMConvexConfig
     device: str
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
-    def deformable_transform(self):
+    def deformable_transform(self) -> Any:
         """``DisplacementFieldTransform[D, 3]`` of ``u`` alone (no initial transform)."""
         array = np.asarray(itk.array_view_from_image(self.deformable_field))
         return displacement_transform(array, Grid.of(self.deformable_field))
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when torch sees a GPU, else the CPU; others are checked."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ResourceError(
-                f"device={device!r} was requested but torch {torch.__version__} sees no CUDA "
-                "device; use device='cpu' (or 'auto'), or install a CUDA build of torch."
-            )
-        dev = torch.device(device)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ResourceError(
-                f"device={device!r} does not exist: torch sees {torch.cuda.device_count()} CUDA "
-                f"device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}."
-            )
-        return dev
-    raise InputError(f"device={device!r} is not understood; use 'auto', 'cpu', 'cuda' or "
-                     "'cuda:N'.")
-
-
-def available_memory_bytes(device: torch.device) -> int | None:
-    """Free memory of the device (CUDA) or available RAM (CPU, from /proc/meminfo)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _check_memory(shape: tuple[int, int, int], cfg: SAMConvexConfig, device: torch.device,
-                  spacing: float) -> None:
-    need = estimate_peak_bytes(shape, cfg)
-    limit = cfg.memory_limit_gb * 1e9 if cfg.memory_limit_gb else available_memory_bytes(device)
-    if limit is not None and need > limit:
-        raise ResourceError(
-            f"registering on a {shape[2]}x{shape[1]}x{shape[0]} working grid at {spacing:g} mm "
-            f"needs about {need / 1e9:.1f} GB but {limit / 1e9:.1f} GB is available on "
-            f"{device}; raise working_spacing_mm (e.g. {spacing * 1.5:g}), keep "
-            "crop_to_foreground on, lower the finest search_radius, or raise memory_limit_gb."
-        )
 
 
 def _check_overlap(inside: torch.Tensor) -> None:
@@ -148,15 +105,44 @@ def _weight(inside: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | N
     return keep.float()[None, None]
 
 
+def check_inputs(
+    fixed: Any, moving: Any, cfg: SAMConvexConfig, fixed_mask: Any = None, moving_mask: Any = None
+) -> tuple[Grid, list[str]]:
+    """Every check of the inputs; returns the fixed grid and warnings (e.g. small images).
+
+    Raises:
+        TypeError, InputError: an input cannot be used (the message names it and the fix).
+    """
+    fixed_grid = check_image(fixed, "fixed image")
+    moving_grid = check_image(moving, "moving image")
+    for image, name in ((fixed, "fixed image"), (moving, "moving image")):
+        check_ct(itk.array_view_from_image(image), name, cfg.foreground_threshold_hu, cfg.ct_check)
+    if fixed_mask is not None:
+        check_mask(fixed_mask, "fixed_mask", fixed_grid, "the fixed image")
+    if moving_mask is not None:
+        check_mask(moving_mask, "moving_mask", moving_grid, "the moving image")
+    warnings = [
+        w
+        for w in (
+            size_warning(g.size, g.spacing, n)
+            for g, n in ((fixed_grid, "fixed image"), (moving_grid, "moving image"))
+        )
+        if w
+    ]
+    for message in warnings:
+        logger.warning(message)
+    return fixed_grid, warnings
+
+
 def register(
-    fixed,
-    moving,
+    fixed: Any,
+    moving: Any,
     config: SAMConvexConfig | None = None,
-    initial_transform=None,
-    fixed_mask=None,
-    moving_mask=None,
+    initial_transform: Any = None,
+    fixed_mask: Any = None,
+    moving_mask: Any = None,
     progress: Progress | None = None,
-    extractor=None,
+    extractor: Any = None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``; see :func:`samconvex_registration` for the inputs.
 
@@ -165,12 +151,11 @@ def register(
     """
     start = time.perf_counter()
     cfg = config or preset_config("default")
-    fixed_grid = check_image(fixed, "fixed image")
-    check_image(moving, "moving image")
-    if fixed_mask is not None:
-        check_mask(fixed_mask, "fixed_mask", fixed_grid, "the fixed image")
-    if moving_mask is not None:
-        check_mask(moving_mask, "moving_mask", Grid.of(moving), "the moving image")
+    fixed = as_itk_image(fixed, "fixed image")
+    moving = as_itk_image(moving, "moving image")
+    fixed_mask = as_itk_image(fixed_mask, "fixed_mask")
+    moving_mask = as_itk_image(moving_mask, "moving_mask")
+    fixed_grid, warnings = check_inputs(fixed, moving, cfg, fixed_mask, moving_mask)
     initial = as_transform(initial_transform, fixed)
     device = resolve_device(cfg.device)
     timings: dict[str, float] = {}
@@ -178,19 +163,22 @@ def register(
     box = None
     if cfg.crop_to_foreground:
         box = foreground_box(fixed, fixed_grid, cfg.foreground_threshold_hu, cfg.crop_margin_mm)
-    grid = working_grid(fixed_grid, cfg.working_spacing_mm, cfg.coarsest_factor, box)
-    if cfg.max_working_voxels and grid.num_voxels > cfg.max_working_voxels:
-        # grow the spacing until the grid fits the voxel budget (sizes round up to 8s)
-        spacing = cfg.working_spacing_mm * (grid.num_voxels / cfg.max_working_voxels) ** (1 / 3)
-        while True:
-            grid = working_grid(fixed_grid, spacing, cfg.coarsest_factor, box)
-            if grid.num_voxels <= cfg.max_working_voxels:
-                break
-            spacing *= GRID_GROWTH_STEP
+    grid = fit_working_grid(
+        fixed_grid, cfg.working_spacing_mm, cfg.coarsest_factor, box, cfg.max_working_voxels
+    )
     spacing = grid.spacing[0]
-    _check_memory(grid.shape, cfg, device, spacing)
-    logger.info("working grid %s voxels at %g mm on %s", "x".join(map(str, grid.size)), spacing,
-                device)
+    check_memory(
+        estimate_peak_bytes(grid.shape, cfg),
+        f"registering on a {grid.size[0]}x{grid.size[1]}x{grid.size[2]} working grid at "
+        f"{spacing:g} mm",
+        device,
+        cfg.memory_limit_gb,
+        f"raise working_spacing_mm (e.g. {spacing * 1.5:g}), keep crop_to_foreground on, "
+        "lower max_working_voxels or the finest search_radius, or raise memory_limit_gb.",
+    )
+    logger.info(
+        "working grid %s voxels at %g mm on %s", "x".join(map(str, grid.size)), spacing, device
+    )
 
     fixed_src = antialias(fixed, spacing) if cfg.antialias else fixed
     moving_src = antialias(moving, spacing) if cfg.antialias else moving
@@ -207,36 +195,39 @@ def register(
     timings["resampling"] = time.perf_counter() - start
     if extractor is None:
         extractor = make_extractor(cfg, device)
-    threads_before = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)
-            with torch.no_grad():
-                solved = register_tensors(
-                    fixed_t[None, None], moving_t[None, None], cfg, extractor,
-                    fixed_weight, moving_weight, progress,
-                )
-    finally:
-        torch.set_num_threads(threads_before)
+    with (
+        torch_threads(cfg.num_threads),
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+    ):
+        torch.manual_seed(cfg.seed)
+        with torch.no_grad():
+            solved = register_tensors(
+                fixed_t[None, None],
+                moving_t[None, None],
+                cfg,
+                extractor,
+                fixed_weight,
+                moving_weight,
+                progress,
+            )
     timings.update(solved.timings)
 
     tick = time.perf_counter()
     field_grid = level_grid(grid, solved.factor)
     u_mm = deformable_field(solved.field, field_grid, fixed_grid)
-    total_mm = u_mm if initial is None else baked_field(solved.field, field_grid, fixed_grid,
-                                                         initial)
-    transform = displacement_transform(total_mm, fixed_grid)
+    total_mm = (
+        u_mm if initial is None else baked_field(solved.field, field_grid, fixed_grid, initial)
+    )
     result = RegistrationResult(
-        transform=transform,
-        field=vector_image(total_mm, fixed_grid, itk.F),
-        deformable_field=vector_image(u_mm, fixed_grid, itk.F),
+        transform=displacement_transform(total_mm, fixed_grid),
+        field=vector_image(total_mm, fixed_grid, "F"),
+        deformable_field=vector_image(u_mm, fixed_grid, "F"),
         initial_transform=initial,
         working_grid=grid,
         config=cfg,
         device=str(device),
         timings=timings,
+        warnings=warnings,
     )
     timings["output"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
@@ -246,29 +237,13 @@ def register(
     return result
 
 
-def build_config(
-    preset: str = "default",
-    config: SAMConvexConfig | str | os.PathLike | None = None,
-    **parameters: Any,
-) -> SAMConvexConfig:
-    """A config from a preset or a config object/TOML path, with parameter overrides."""
-    if config is None:
-        base = preset_config(preset)
-    elif isinstance(config, SAMConvexConfig):
-        base = config
-    else:
-        base = SAMConvexConfig.load_toml(config)
-    overrides = {k: v for k, v in parameters.items() if v is not None}
-    return base.replace(**overrides) if overrides else base
-
-
 def samconvex_registration(
-    fixed,
-    moving,
+    fixed: Any,
+    moving: Any,
     *,
-    initial_transform=None,
-    fixed_mask=None,
-    moving_mask=None,
+    initial_transform: Any = None,
+    fixed_mask: Any = None,
+    moving_mask: Any = None,
     features: str = "mind",
     sam_checkpoint: str | os.PathLike | None = None,
     preset: str = "default",
@@ -277,7 +252,7 @@ def samconvex_registration(
     config: SAMConvexConfig | str | os.PathLike | None = None,
     progress: Progress | None = None,
     **parameters: Any,
-):
+) -> Any:
     """Register two 3-D CT images; return ``itk.DisplacementFieldTransform[itk.D, 3]``.
 
     The transform maps fixed physical points to moving physical points (LPS mm),
@@ -286,54 +261,104 @@ def samconvex_registration(
     reference_image=fixed)`` warps the moving image onto the fixed one.
 
     Args:
-        fixed, moving: 3-D scalar ``itk.Image`` of any pixel type, spacing, origin, direction.
+        fixed, moving: 3-D scalar ``itk.Image`` of any pixel type, spacing, origin, direction
+            (a path or a SimpleITK image is read or copied, with a log line).
         initial_transform: fixed->moving pre-alignment: any ITK transform, an itk-elastix
             registration or parameter object, or a transform / TransformParameters file.
         fixed_mask, moving_mask: optional masks on their image's grid; only voxels inside
             them drive the data term.
         features: ``"mind"`` (weight-free), ``"sam"`` or ``"sam+mind"``.
-        sam_checkpoint: SAM weights path (or env ``SAMCONVEX_SAM_CHECKPOINT``).
+        sam_checkpoint: SAM weights path (default: the packaged weights, or env
+            ``SAMCONVEX_SAM_CHECKPOINT``).
         preset: ``"default"``, ``"paper"`` (official-code parity) or ``"fast"``.
         instance_optimization: run the Adam refinement after the discrete stage.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         config: a :class:`SAMConvexConfig` or a TOML file; replaces ``preset``.
         progress: callable receiving each finished stage's name.
-        **parameters: any other :class:`SAMConvexConfig` field, e.g. ``io_iterations=30``.
+        **parameters: any other :class:`SAMConvexConfig` field (e.g. ``io_iterations=30``)
+            or C++ setter name in snake_case (e.g. ``working_spacing=2.5``).
     """
     reg = SAMConvexRegistrationFilter.New(
-        fixed, moving, initial_transform=initial_transform, fixed_mask=fixed_mask,
-        moving_mask=moving_mask, features=features, sam_checkpoint=sam_checkpoint,
-        preset=preset, instance_optimization=instance_optimization, device=device,
-        config=config, progress=progress, **parameters,
+        fixed,
+        moving,
+        initial_transform=initial_transform,
+        fixed_mask=fixed_mask,
+        moving_mask=moving_mask,
+        features=features,
+        sam_checkpoint=sam_checkpoint,
+        preset=preset,
+        instance_optimization=instance_optimization,
+        device=device,
+        config=config,
+        progress=progress,
+        **parameters,
     )
     reg.Update()
     return reg.GetTransform()
 
 
+#: The C++ filter's setters (snake_case) and the config fields they set: one vocabulary.
+CXX_SETTERS: dict[str, str] = {
+    "working_spacing": "working_spacing_mm",
+    "maximum_working_voxels": "max_working_voxels",
+    "crop_to_foreground": "crop_to_foreground",
+    "foreground_threshold": "foreground_threshold_hu",
+    "crop_margin": "crop_margin_mm",
+    "antialias": "antialias",
+    "device": "device",
+    "number_of_solver_threads": "num_threads",
+}
+
+
+def _progress_event_name(event: Any) -> str:
+    name = event.GetEventName() if hasattr(event, "GetEventName") else str(event)
+    return str(name)
+
+
 class SAMConvexRegistrationFilter:
-    """ITK-style registration filter (pure Python).
+    """ITK-style registration filter (pure Python; see ``wrapping/python/README.md``).
 
     ``New(fixed, moving, **kwargs)`` sets the inputs; every keyword is the snake_case form of
-    a ``Set*`` method below or a :class:`SAMConvexConfig` field. ``Update()`` pulls the
-    input pipelines and re-runs only when an input or parameter changed. ``GetOutput()`` is
-    the displacement field ``Image[Vector[F, 3], 3]`` (LPS mm, fixed grid), ``GetTransform()``
-    the ``DisplacementFieldTransform[D, 3]``; both include the initial transform.
+    a ``Set*`` method, a :class:`SAMConvexConfig` field, or a C++ setter name
+    (``SetWorkingSpacing`` -> ``working_spacing_mm``, see :data:`CXX_SETTERS`). ``Update()``
+    pulls the input pipelines and re-runs only when an input or parameter changed.
+    ``GetOutput()`` is the displacement field ``Image[Vector[F, 3], 3]`` (LPS mm, fixed grid;
+    the same object across updates, so downstream filters see its modification);
+    ``GetTransform()`` the ``DisplacementFieldTransform[D, 3]``; both include the initial
+    transform. ``AddObserver(itk.ProgressEvent(), callback)`` (and Start/End events) and
+    ``itk.auto_progress`` report progress per solver stage.
     """
 
-    _KEYWORDS = ("fixed_image", "moving_image", "initial_transform", "fixed_mask",
-                 "moving_mask", "preset", "config", "progress")
+    _KEYWORDS = (
+        "fixed_image",
+        "moving_image",
+        "initial_transform",
+        "fixed_mask",
+        "moving_mask",
+        "preset",
+        "config",
+        "progress",
+        "auto_progress",
+    )
 
     def __init__(self) -> None:
-        self._inputs: dict[str, Any] = {"fixed_image": None, "moving_image": None,
-                                        "initial_transform": None, "fixed_mask": None,
-                                        "moving_mask": None}
+        self._inputs: dict[str, Any] = {
+            "fixed_image": None,
+            "moving_image": None,
+            "initial_transform": None,
+            "fixed_mask": None,
+            "moving_mask": None,
+        }
         self._preset = "default"
         self._config: SAMConvexConfig | str | os.PathLike | None = None
         self._parameters: dict[str, Any] = {}
         self._progress: Progress | None = None
+        self._observers: dict[int, tuple[str, Callable[[], None]]] = {}
+        self._progress_value = 0.0
         self._modified = 0
         self._last_key: tuple | None = None
         self._result: RegistrationResult | None = None
+        self._output: Any = None
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -341,66 +366,88 @@ class SAMConvexRegistrationFilter:
         """``New(fixed, moving, **kwargs)``, like ITK's filters."""
         obj = cls()
         if len(args) > 2:
-            raise TypeError("SAMConvexRegistrationFilter.New() takes at most two inputs "
-                            "(fixed, moving); pass the rest as keywords.")
+            raise TypeError(
+                "SAMConvexRegistrationFilter.New() takes at most two inputs "
+                "(fixed, moving); pass the rest as keywords."
+            )
         for setter, arg in zip((obj.SetFixedImage, obj.SetMovingImage), args, strict=False):
-            setter(itk.output(arg))
+            setter(arg)
         for key, value in kwargs.items():
             obj.SetParameter(key, value)
+        import itkConfig
+
+        if "auto_progress" not in kwargs and getattr(itkConfig, "ProgressCallback", None):
+            obj.SetAutoProgress(True)
         return obj
 
     def SetParameter(self, name: str, value: Any) -> None:
-        """Set one keyword: an input, a filter option or a :class:`SAMConvexConfig` field."""
-        camel = "Set" + "".join(part.capitalize() for part in name.split("_"))
+        """Set one keyword: an input, a filter option, a config field or a C++ setter name."""
+        name = CXX_SETTERS.get(name, name)
         if name in self._KEYWORDS:
-            getattr(self, camel)(value)
+            getattr(self, "Set" + "".join(p.capitalize() for p in name.split("_")))(value)
             return
-        valid = set(SAMConvexConfig.__dataclass_fields__)
-        if name not in valid:
-            raise InputError(
-                f"unknown registration parameter {name!r}; valid keywords are "
-                f"{', '.join(self._KEYWORDS)} and the SAMConvexConfig fields: "
-                f"{', '.join(sorted(valid))}."
-            )
+        if name not in FIELD_NAMES:
+            raise InputError(unknown_parameter_message([name], (*self._KEYWORDS, *CXX_SETTERS)))
         if name == "sam_checkpoint" and value is not None:
             value = str(value)
         self._parameters[name] = value
         self._modified += 1
 
     def GetParameter(self, name: str) -> Any:
-        return getattr(self.GetConfig(), name)
+        return getattr(self.GetConfig(), CXX_SETTERS.get(name, name))
+
+    def __getattr__(self, name: str) -> Any:
+        """``SetWorkingSpacing(2.5)``, ``GetCropMargin()``... for every config field and C++
+        setter (``Set`` + CamelCase of the snake_case name)."""
+        if name.startswith(("Set", "Get")) and len(name) > 3:
+            snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name[3:]).lstrip("_")
+            field_name = CXX_SETTERS.get(snake, snake)
+            if field_name in FIELD_NAMES:
+                if name.startswith("Set"):
+                    return lambda value: self.SetParameter(field_name, value)
+                return lambda: self.GetParameter(field_name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     # --- inputs -------------------------------------------------------------------------
-    def _set_input(self, key: str, value: Any) -> None:
+    def _set_input(self, key: str, value: Any, what: str, image: bool = True) -> None:
+        if (
+            image
+            and value is not None
+            and hasattr(value, "GetOutput")
+            and not hasattr(value, "GetLargestPossibleRegion")
+        ):
+            value = itk.output(value)  # an upstream filter: its output image
+        if image:
+            value = as_itk_image(value, what)
         self._inputs[key] = value
         self._modified += 1
 
-    def SetFixedImage(self, image) -> None:
-        self._set_input("fixed_image", image)
+    def SetFixedImage(self, image: Any) -> None:
+        self._set_input("fixed_image", image, "fixed image")
 
-    def GetFixedImage(self):
+    def GetFixedImage(self) -> Any:
         return self._inputs["fixed_image"]
 
-    def SetMovingImage(self, image) -> None:
-        self._set_input("moving_image", image)
+    def SetMovingImage(self, image: Any) -> None:
+        self._set_input("moving_image", image, "moving image")
 
-    def GetMovingImage(self):
+    def GetMovingImage(self) -> Any:
         return self._inputs["moving_image"]
 
     SetInput1 = SetFixedImage
     SetInput2 = SetMovingImage
 
-    def SetInitialTransform(self, transform) -> None:
-        self._set_input("initial_transform", transform)
+    def SetInitialTransform(self, transform: Any) -> None:
+        self._set_input("initial_transform", transform, "initial transform", image=False)
 
-    def GetInitialTransform(self):
+    def GetInitialTransform(self) -> Any:
         return self._inputs["initial_transform"]
 
-    def SetFixedMask(self, mask) -> None:
-        self._set_input("fixed_mask", mask)
+    def SetFixedMask(self, mask: Any) -> None:
+        self._set_input("fixed_mask", mask, "fixed_mask")
 
-    def SetMovingMask(self, mask) -> None:
-        self._set_input("moving_mask", mask)
+    def SetMovingMask(self, mask: Any) -> None:
+        self._set_input("moving_mask", mask, "moving_mask")
 
     # --- options ------------------------------------------------------------------------
     def SetPreset(self, preset: str) -> None:
@@ -408,7 +455,7 @@ class SAMConvexRegistrationFilter:
         self._preset = preset
         self._modified += 1
 
-    def SetConfig(self, config) -> None:
+    def SetConfig(self, config: Any) -> None:
         self._config = config
         self._modified += 1
 
@@ -416,7 +463,7 @@ class SAMConvexRegistrationFilter:
         """``"mind"``, ``"sam"`` or ``"sam+mind"``."""
         self.SetParameter("features", features)
 
-    def SetSamCheckpoint(self, path) -> None:
+    def SetSamCheckpoint(self, path: Any) -> None:
         self.SetParameter("sam_checkpoint", path)
 
     def SetInstanceOptimization(self, enabled: bool) -> None:
@@ -426,17 +473,57 @@ class SAMConvexRegistrationFilter:
         self.SetParameter("device", str(device))
 
     def SetProgress(self, callback: Progress | None) -> None:
+        """A callable receiving each finished stage's name."""
         self._progress = callback
+
+    def SetAutoProgress(self, enabled: bool) -> None:
+        """Print progress like ITK filters do under ``itk.auto_progress``."""
+        if not enabled:
+            return
+
+        def show() -> None:
+            import itkConfig
+
+            callback = getattr(itkConfig, "ProgressCallback", None)
+            if callback is not None:
+                callback("SAMConvexRegistrationFilter", self._progress_value)
+
+        self.AddObserver("ProgressEvent", show)
 
     def GetConfig(self) -> SAMConvexConfig:
         """The effective parameters (preset or config, then keyword overrides)."""
         return build_config(self._preset, self._config, **self._parameters)
 
+    # --- events -------------------------------------------------------------------------
+    def AddObserver(self, event: Any, command: Callable[[], None]) -> int:
+        """Call ``command()`` on ``itk.ProgressEvent()``, ``itk.StartEvent()`` or
+        ``itk.EndEvent()`` (or their names as strings); returns a tag."""
+        tag = len(self._observers)
+        self._observers[tag] = (_progress_event_name(event), command)
+        return tag
+
+    def RemoveObserver(self, tag: int) -> None:
+        self._observers.pop(tag, None)
+
+    def GetProgress(self) -> float:
+        """Fraction of the current (or last) update done, 0..1."""
+        return self._progress_value
+
+    def _invoke(self, event: str) -> None:
+        for name, command in list(self._observers.values()):
+            if name == event:
+                command()
+
     # --- execution ----------------------------------------------------------------------
     def _input_key(self) -> tuple:
-        key = [self._modified]
-        for name in ("fixed_image", "moving_image", "initial_transform", "fixed_mask",
-                     "moving_mask"):
+        key: list[Any] = [self._modified]
+        for name in (
+            "fixed_image",
+            "moving_image",
+            "initial_transform",
+            "fixed_mask",
+            "moving_mask",
+        ):
             value = self._inputs[name]
             if value is None or isinstance(value, str | os.PathLike):
                 key.append(value)
@@ -450,39 +537,73 @@ class SAMConvexRegistrationFilter:
     def Update(self) -> None:
         """Run the registration if an input or a parameter changed since the last run."""
         if self._inputs["fixed_image"] is None or self._inputs["moving_image"] is None:
-            raise InputError("SAMConvexRegistrationFilter needs both inputs: call "
-                             "SetFixedImage(fixed) and SetMovingImage(moving) (or New(fixed, "
-                             "moving)).")
+            raise InputError(
+                "SAMConvexRegistrationFilter needs both inputs: call "
+                "SetFixedImage(fixed) and SetMovingImage(moving) (or New(fixed, "
+                "moving))."
+            )
         key = self._input_key()
         if key == self._last_key and self._result is not None:
             return
+        cfg = self.GetConfig()
+        stages = [*stage_names(cfg), "output"]
+        self._progress_value = 0.0
+        self._invoke("StartEvent")
+
+        def on_stage(stage: str) -> None:
+            if stage in stages:
+                self._progress_value = (stages.index(stage) + 1) / len(stages)
+                self._invoke("ProgressEvent")
+            if self._progress is not None:
+                self._progress(stage)
+
         self._result = register(
-            self._inputs["fixed_image"], self._inputs["moving_image"], self.GetConfig(),
-            self._inputs["initial_transform"], self._inputs["fixed_mask"],
-            self._inputs["moving_mask"], self._progress,
+            self._inputs["fixed_image"],
+            self._inputs["moving_image"],
+            cfg,
+            self._inputs["initial_transform"],
+            self._inputs["fixed_mask"],
+            self._inputs["moving_mask"],
+            on_stage,
         )
+        self._update_output(self._result.field)
         self._last_key = key
+        self._progress_value = 1.0
+        self._invoke("EndEvent")
 
     UpdateLargestPossibleRegion = Update
+
+    def _update_output(self, field_image: Any) -> None:
+        """Copy a new field into the persistent output image (same object across updates)."""
+        if self._output is None:
+            self._output = field_image
+            return
+        self._output.SetRegions(field_image.GetLargestPossibleRegion())
+        self._output.CopyInformation(field_image)
+        self._output.Allocate()
+        itk.array_view_from_image(self._output)[:] = itk.array_view_from_image(field_image)
+        self._output.Modified()
+        self._result.field = self._output  # type: ignore[union-attr]
 
     def _require(self) -> RegistrationResult:
         if self._result is None:
             raise RuntimeError("call Update() before reading the outputs")
         return self._result
 
-    def GetOutput(self):
+    def GetOutput(self) -> Any:
         """Displacement field ``T(x) - x``: ``Image[Vector[F, 3], 3]``, LPS mm, fixed grid."""
-        return self._require().field
+        self._require()
+        return self._output
 
-    def GetTransform(self):
+    def GetTransform(self) -> Any:
         """``DisplacementFieldTransform[D, 3]``, fixed -> moving, initial transform baked in."""
         return self._require().transform
 
-    def GetDeformableField(self):
+    def GetDeformableField(self) -> Any:
         """``u(x)`` without the initial transform (fixed grid, LPS mm)."""
         return self._require().deformable_field
 
-    def GetDeformableTransform(self):
+    def GetDeformableTransform(self) -> Any:
         """``x + u(x)`` without the initial transform."""
         return self._require().deformable_transform
 
@@ -498,23 +619,11 @@ class SAMConvexRegistrationFilter:
         return f"<SAMConvexRegistrationFilter preset={self._preset!r} {state}>"
 
 
-def warp_image(moving, transform, reference, nearest: bool = False, default_value=None):
-    """Resample ``moving`` onto ``reference``'s grid through ``transform`` (fixed->moving).
-
-    Linear interpolation, or nearest neighbour for label maps. Outside the moving image the
-    value is ``default_value`` (default: the moving image's minimum, i.e. air for CT).
-    """
-    values = itk.array_view_from_image(moving)
-    if default_value is None:
-        default_value = np.min(values).item()
-    if np.issubdtype(values.dtype, np.integer):  # SetDefaultPixelValue takes the pixel type
-        default_value = int(default_value)
-    kwargs = {"transform": transform, "use_reference_image": True, "reference_image": reference,
-              "default_pixel_value": default_value}
-    if nearest:
-        kwargs["interpolator"] = itk.NearestNeighborInterpolateImageFunction.New(moving)
-    return itk.resample_image_filter(moving, **kwargs)
-
-
-__all__ = ["RegistrationResult", "SAMConvexRegistrationFilter", "build_config", "register",
-           "resolve_device", "samconvex_registration", "warp_image"]
+__all__ = [
+    "CXX_SETTERS",
+    "RegistrationResult",
+    "SAMConvexRegistrationFilter",
+    "check_inputs",
+    "register",
+    "samconvex_registration",
+]

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..solver.config import GRID_GROWTH_STEP
 from ..solver.warp import linear_along
+from . import itk_classes
 
 Tensor = torch.Tensor
 
@@ -78,7 +80,7 @@ class Grid:
         """Set this grid's origin, spacing and direction on an ITK image."""
         image.SetOrigin([float(v) for v in self.origin])
         image.SetSpacing([float(v) for v in self.spacing])
-        image.SetDirection(itk.matrix_from_array(self.direction_matrix))
+        image.SetDirection(np.ascontiguousarray(self.direction_matrix, dtype=np.float64))
 
     @classmethod
     def of(cls, image) -> Grid:
@@ -88,7 +90,7 @@ class Grid:
             size=tuple(int(v) for v in region.GetSize()),
             spacing=tuple(float(v) for v in image.GetSpacing()),
             origin=tuple(float(v) for v in image.GetOrigin()),
-            direction=tuple(float(v) for v in itk.array_from_matrix(image.GetDirection()).ravel()),
+            direction=tuple(matrix_values(image.GetDirection()).ravel()),
         )
 
     def same_as(self, other: Grid) -> bool:
@@ -101,6 +103,30 @@ class Grid:
             and np.allclose(self.origin, other.origin, rtol=0, atol=tol)
             and np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_TOLERANCE)
         )
+
+
+def matrix_values(matrix) -> np.ndarray:
+    """An ``itk.Matrix`` (3x3) as a float64 array (without ``itk.array_from_matrix``, which
+    needs the lazy loader's type registry; see ``itk_classes``)."""
+    vnl = matrix.GetVnlMatrix()
+    return np.array([[vnl.get(i, j) for j in range(3)] for i in range(3)], dtype=np.float64)
+
+
+def set_matrix_values(matrix, values: np.ndarray):
+    """Fill an ``itk.Matrix`` (3x3) from an array; returns it."""
+    vnl = matrix.GetVnlMatrix()
+    for i in range(3):
+        for j in range(3):
+            vnl.put(i, j, float(values[i, j]))
+    return matrix
+
+
+def array_view(image) -> np.ndarray:
+    """The voxels of an ITK image as a numpy view: (Z, Y, X) or (Z, Y, X, components).
+
+    The view shares the image's buffer; keep the image alive while using it.
+    """
+    return itk.array_view_from_image(image)
 
 
 # ------------------------------------------------------------------------------------------
@@ -117,8 +143,8 @@ def check_image(image, name: str, *, allow_integer_only: bool = False) -> Grid:
         )
     if not hasattr(image, "GetLargestPossibleRegion"):
         raise TypeError(f"{name} must be an itk.Image, got {type(image).__name__}.")
-    try:
-        _, (pixel, dimension) = itk.template(image)
+    try:  # not itk.template(): it needs the lazy loader's registry (see itk_classes)
+        dimension = int(image.GetImageDimension())
     except Exception as error:
         raise TypeError(f"{name} must be an itk.Image, got {type(image).__name__}.") from error
     if dimension != 3:
@@ -134,8 +160,13 @@ def check_image(image, name: str, *, allow_integer_only: bool = False) -> Grid:
     grid = Grid.of(image)
     if min(grid.size) < 2:
         raise InputError(f"{name} has size {grid.size}; every axis needs at least 2 voxels.")
-    if min(grid.spacing) <= 0:
-        raise InputError(f"{name} has non-positive spacing {grid.spacing}; fix its header.")
+    if not all(math.isfinite(v) for v in grid.spacing) or min(grid.spacing) <= 0:
+        raise InputError(
+            f"{name} has spacing {grid.spacing}; every voxel size must be a "
+            "positive number of mm: fix its header."
+        )
+    if not all(math.isfinite(v) for v in grid.origin):
+        raise InputError(f"{name} has a non-finite origin {grid.origin}; fix its header.")
     direction = grid.direction_matrix
     gram_error = float(np.abs(direction.T @ direction - np.eye(3)).max())
     if not math.isfinite(gram_error) or gram_error > 1e-3:
@@ -151,7 +182,6 @@ def check_image(image, name: str, *, allow_integer_only: bool = False) -> Grid:
                 f"{name} contains {bad} NaN or infinite voxel values; replace them (for CT, with "
                 "-1024 HU air) before registering."
             )
-    del pixel
     return grid
 
 
@@ -166,8 +196,10 @@ def check_mask(mask, name: str, image_grid: Grid, image_name: str) -> Grid:
             "image with nearest-neighbour interpolation first."
         )
     if not np.any(itk.array_view_from_image(mask)):
-        raise InputError(f"{name} is empty (no non-zero voxel); pass a mask that covers the "
-                         "region to register, or no mask.")
+        raise InputError(
+            f"{name} is empty (no non-zero voxel); pass a mask that covers the "
+            "region to register, or no mask."
+        )
     return grid
 
 
@@ -214,6 +246,30 @@ def working_grid(
     )
 
 
+def fit_working_grid(
+    fixed: Grid,
+    spacing_mm: float,
+    multiple: int,
+    box_mm: tuple[np.ndarray, np.ndarray] | None,
+    max_voxels: int | None,
+) -> Grid:
+    """``working_grid``, its spacing grown until it holds at most ``max_voxels`` voxels.
+
+    The rule (the C++ filter applies the same, with the step generated from config.py):
+    grow the spacing by the cube root of the excess, then by ``GRID_GROWTH_STEP`` until the
+    grid, whose sizes round up to ``multiple``, fits.
+    """
+    grid = working_grid(fixed, spacing_mm, multiple, box_mm)
+    if not max_voxels or grid.num_voxels <= max_voxels:
+        return grid
+    spacing = spacing_mm * (grid.num_voxels / max_voxels) ** (1 / 3)
+    while True:
+        grid = working_grid(fixed, spacing, multiple, box_mm)
+        if grid.num_voxels <= max_voxels:
+            return grid
+        spacing *= GRID_GROWTH_STEP
+
+
 def foreground_box(
     image, grid: Grid, threshold: float, margin_mm: float
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -245,11 +301,11 @@ def foreground_box(
 
 
 def as_float_image(image):
-    """The image as ``itk.Image[itk.F, 3]`` (a cast copy unless it already is one)."""
-    float_type = itk.Image[itk.F, 3]
-    if isinstance(image, float_type):
+    """The image as ``itk.Image[itk.F, 3]`` (a float copy unless it already is one)."""
+    if itk_classes.pixel_code(image) == "F":
         return image
-    return itk.cast_image_filter(image, ttype=(type(image), float_type))
+    values = np.asarray(itk.array_view_from_image(image), dtype=np.float32)
+    return scalar_image(values, Grid.of(image), "F")
 
 
 def antialias(image, target_spacing_mm: float):
@@ -264,10 +320,77 @@ def antialias(image, target_spacing_mm: float):
         return image
     # recursive Gaussian ignores sigma <= 0 badly; keep a tiny positive value on coarse axes
     sigma = np.maximum(sigma, 1e-3 * spacing)
-    smoother = itk.SmoothingRecursiveGaussianImageFilter.New(as_float_image(image))
+    smoother_class = itk_classes.smoothing_filter()
+    smoother = smoother_class.New(as_float_image(image))
     smoother.SetSigmaArray([float(s) for s in sigma])
     smoother.Update()
     return smoother.GetOutput()
+
+
+# ------------------------------------------------------------------------------------------
+# transforms at grid points
+
+
+def linear_parts(transform) -> tuple[np.ndarray, np.ndarray] | None:
+    """(M, t) with ``T(x) = M x + t`` when ``transform`` is linear, else None.
+
+    Read by probing the transform at the origin and the unit points, which is exact for
+    every ITK linear transform (affine, Euler, similarity, versor, translation, composites
+    of those) whatever its centre or parameterisation.
+    """
+    if transform is None:
+        return np.eye(3), np.zeros(3)
+    try:
+        linear = bool(transform.IsLinear())
+    except AttributeError:
+        return None
+    if not linear:
+        return None
+    t = np.asarray(transform.TransformPoint([0.0, 0.0, 0.0]), dtype=np.float64)
+    m = np.empty((3, 3))
+    for axis in range(3):
+        e = [0.0, 0.0, 0.0]
+        e[axis] = 1.0
+        m[:, axis] = np.asarray(transform.TransformPoint(e), dtype=np.float64) - t
+    return m, t
+
+
+def linear_displacement(m: np.ndarray, t: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """``(c0, W)`` with ``T(x) - x = c0 + W @ (i, j, k)`` (mm) at the voxels of ``grid`` for
+    the linear map ``T(x) = m x + t``: the one closed form of an affine's displacement."""
+    delta = m - np.eye(3)
+    c0 = delta @ np.asarray(grid.origin) + t
+    return c0, delta @ grid.direction_matrix @ np.diag(grid.spacing)
+
+
+def dense_field_of(transform, grid: Grid, dtype=np.float32) -> np.ndarray:
+    """``T(x) - x`` of any ITK transform at the voxels of ``grid``: (Z, Y, X, 3) LPS mm.
+
+    Linear transforms in closed form (float64 arithmetic); others through ITK's
+    TransformToDisplacementFieldFilter.
+    """
+    parts = linear_parts(transform)
+    if parts is not None:
+        c0, w = linear_displacement(*parts, grid)
+        k, j, i = (np.arange(n, dtype=np.float64) for n in grid.shape)
+        u = (
+            c0
+            + i[None, None, :, None] * w[:, 0]
+            + j[None, :, None, None] * w[:, 1]
+            + k[:, None, None, None] * w[:, 2]
+        )
+        return u.astype(dtype, copy=False)
+    reference = itk_classes.image_class("UC").New()
+    region = itk.ImageRegion[3]()
+    region.SetSize([int(v) for v in grid.size])
+    reference.SetRegions(region)
+    grid.apply_to(reference)
+    filt = itk_classes.transform_to_field_filter().New()
+    filt.SetTransform(transform)
+    filt.SetUseReferenceImage(True)
+    filt.SetReferenceImage(reference)
+    filt.Update()
+    return np.asarray(itk.array_view_from_image(filt.GetOutput()), dtype=np.float32).copy()
 
 
 def sample_image(
@@ -299,8 +422,6 @@ def sample_image(
         values: (Z, Y, X) float32 tensor on ``device``.
         inside: (Z, Y, X) bool tensor: sample within the image's voxel extent.
     """
-    from .transforms import dense_field_of, linear_parts
-
     src = Grid.of(image)
     volume = torch.from_numpy(np.asarray(itk.array_view_from_image(image), dtype=np.float32))
     volume = volume.to(device)[None, None]
@@ -325,12 +446,17 @@ def sample_image(
     for z0 in range(0, nz, chunk_planes):
         z1 = min(nz, z0 + chunk_planes)
         kk = torch.arange(z0, z1, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
-        coords = (ii * q_mat_t[:, 0] + jj * q_mat_t[:, 1] + kk * q_mat_t[:, 2]
-                  + torch.as_tensor(q_vec, dtype=torch.float32, device=device))
+        coords = (
+            ii * q_mat_t[:, 0]
+            + jj * q_mat_t[:, 1]
+            + kk * q_mat_t[:, 2]
+            + torch.as_tensor(q_vec, dtype=torch.float32, device=device)
+        )
         if dense is not None:
             coords = coords + torch.from_numpy(dense[z0:z1]).to(device) @ to_index_t.T
-        inside[z0:z1] = ((coords > -0.5 - SAMPLING_SLACK)
-                         & (coords < size - 0.5 + SAMPLING_SLACK)).all(-1)
+        inside[z0:z1] = (
+            (coords > -0.5 - SAMPLING_SLACK) & (coords < size - 0.5 + SAMPLING_SLACK)
+        ).all(-1)
         if nearest:  # (i, j, k) of the nearest voxel; ties to the higher index
             index = torch.floor(coords + (0.5 + SAMPLING_SLACK)).long()
             valid = ((index >= 0) & (index < size.long())).all(-1)
@@ -339,7 +465,8 @@ def sample_image(
             continue
         normalised = (coords * scale - 1.0).unsqueeze(0)  # (1, z, y, x, 3) in (x, y, z) order
         values[z0:z1] = torch.nn.functional.grid_sample(
-            volume, normalised, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
+            volume, normalised, mode="bilinear", padding_mode="border", align_corners=True
+        )[0, 0]
     return values, inside
 
 
@@ -359,8 +486,9 @@ def level_grid(working: Grid, factor: int) -> Grid:
     """
     if factor == 1:
         return working
-    shift = working.direction_matrix @ (np.full(3, (factor - 1) / 2.0) * np.asarray(
-        working.spacing))
+    shift = working.direction_matrix @ (
+        np.full(3, (factor - 1) / 2.0) * np.asarray(working.spacing)
+    )
     return Grid(
         size=tuple(-(-n // factor) for n in working.size),
         spacing=tuple(factor * s for s in working.spacing),
@@ -425,11 +553,24 @@ def field_to_grid(
     return out
 
 
-def vector_image(array_zyx3: np.ndarray, grid: Grid, pixel=itk.F):
-    """An ITK-owned ``Image[Vector[pixel, 3], 3]`` on ``grid`` holding a copy of the array."""
+def _code(pixel) -> str:
+    """A pixel code ("F", "D", "SS"...) from a code or an ``itk.F``-style type."""
+    if isinstance(pixel, str):
+        return pixel
+    for code in itk_classes.PIXEL_CODES:
+        if pixel is getattr(itk, code):
+            return code
+    raise TypeError(f"pixel type {pixel} is not one of {itk_classes.PIXEL_CODES}")
+
+
+def vector_image(array_zyx3: np.ndarray, grid: Grid, pixel="F"):
+    """An ITK-owned ``Image[Vector[pixel, 3], 3]`` on ``grid`` holding a copy of the array.
+
+    ``pixel``: ``"F"`` or ``"D"`` (or ``itk.F`` / ``itk.D``).
+    """
     if tuple(array_zyx3.shape) != (*grid.shape, 3):
         raise ValueError(f"array shape {array_zyx3.shape} does not match grid {grid.shape}")
-    image = itk.Image[itk.Vector[pixel, 3], 3].New()
+    image = itk_classes.image_class(_code(pixel), 3).New()
     region = itk.ImageRegion[3]()
     region.SetSize([int(v) for v in grid.size])
     image.SetRegions(region)
@@ -439,9 +580,10 @@ def vector_image(array_zyx3: np.ndarray, grid: Grid, pixel=itk.F):
     return image
 
 
-def scalar_image(array_zyx: np.ndarray, grid: Grid, pixel=itk.F):
-    """An ITK-owned scalar image on ``grid`` holding a copy of the array."""
-    image = itk.Image[pixel, 3].New()
+def scalar_image(array_zyx: np.ndarray, grid: Grid, pixel="F"):
+    """An ITK-owned scalar image on ``grid`` holding a copy of the array (``pixel``: a code
+    such as ``"F"``, ``"SS"``, ``"UC"``, or an ``itk.F``-style type)."""
+    image = itk_classes.image_class(_code(pixel)).New()
     region = itk.ImageRegion[3]()
     region.SetSize([int(v) for v in grid.size])
     image.SetRegions(region)

@@ -11,21 +11,27 @@ normalised [-1, 1] units (``"normalized"``, paper parity).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..errors import InputError
 
-PRESETS = ("default", "paper", "fast")
+Preset = Literal["default", "paper", "fast"]
+Features = Literal["mind", "sam", "sam+mind"]
+FeatureExtraction = Literal["once", "pyramid", "per_level"]
+CouplingUnits = Literal["voxel", "normalized"]
+Padding = Literal["replicate", "zeros"]
+IOParameterization = Literal["total", "increment"]
+
+PRESETS: tuple[str, ...] = get_args(Preset)
 #: When the working grid exceeds ``max_working_voxels`` its spacing first grows by the cube
 #: root of the excess, then by this factor until the grid (sizes rounded up to the coarsest
 #: factor) fits. The C++ filter applies the same rule (its defaults are generated from here).
 GRID_GROWTH_STEP = 1.02
-FEATURES = ("mind", "sam", "sam+mind")
+FEATURES: tuple[str, ...] = get_args(Features)
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,15 @@ class SAMConvexConfig:
     antialias: bool = True
     hu_min: float = -1024.0
     hu_max: float = 3071.0
+    # refuse inputs that do not look like CT in HU (a label map, a normalised volume)
+    ct_check: bool = True
     # --- features -----------------------------------------------------------------------
-    features: str = "mind"
+    features: Features = "mind"
     sam_checkpoint: str | None = None
     sam_tile_z: int | None = 64  # SAM inference in overlapping z-slabs (None: whole volume)
     mind_radius: int = 1
     mind_dilation: int = 2
-    feature_extraction: str = "once"  # "once" | "pyramid" | "per_level" (see pyramid.py)
+    feature_extraction: FeatureExtraction = "once"  # see pyramid.LevelFeatures
     # --- discrete coupled convex pyramid --------------------------------------------------
     levels: tuple[LevelConfig, ...] = (
         LevelConfig(8, 2),
@@ -70,7 +78,7 @@ class SAMConvexConfig:
         LevelConfig(2, 1, use_global_features=False),
     )
     coupling_weights: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-    coupling_units: str = "voxel"  # "voxel" | "normalized"
+    coupling_units: CouplingUnits = "voxel"
     coupling_scale: float = 1.0
     cost_smoothing_passes: int = 0
     subvoxel: bool = False
@@ -78,7 +86,7 @@ class SAMConvexConfig:
     convex_smoothing_passes: int = 1
     level_smoothing_passes: int = 1
     final_smoothing_passes: int = 1
-    padding: str = "replicate"  # box filters: "replicate" | "zeros" (official behaviour)
+    padding: Padding = "replicate"  # box filters; "zeros" is the official behaviour
     # --- instance optimisation ------------------------------------------------------------
     instance_optimization: bool = True
     io_iterations: int = 50
@@ -88,7 +96,7 @@ class SAMConvexConfig:
     io_grid_factor: int = 2
     io_smoothing_passes: int = 3
     io_relinearize_every: int = 5
-    io_parameterization: str = "total"  # "total" | "increment" (official: increment from 0)
+    io_parameterization: IOParameterization = "total"  # official: "increment" from 0
     io_return_smoothed: bool = True
     # --- runtime --------------------------------------------------------------------------
     device: str = "auto"
@@ -103,12 +111,9 @@ class SAMConvexConfig:
     # ------------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> SAMConvexConfig:
         """Return a copy with ``changes`` applied (names must be config fields)."""
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        unknown = sorted(set(changes) - set(FIELD_NAMES))
         if unknown:
-            raise InputError(
-                f"Unknown registration parameter(s) {unknown}. Valid names are the fields of "
-                f"SAMConvexConfig: {', '.join(f.name for f in fields(self))}."
-            )
+            raise InputError(unknown_parameter_message(unknown))
         if "levels" in changes:
             changes["levels"] = _coerce_levels(changes["levels"])
         if changes.get("max_working_voxels") == 0:
@@ -148,19 +153,13 @@ class SAMConvexConfig:
             base = preset_config(preset or "default")
         return base.replace(**data)
 
-    def save_toml(self, path: str | os.PathLike) -> None:
-        """Write this config as TOML (atomically: temp file + rename)."""
-        text = dumps_toml(self.to_dict())
-        path = Path(path)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-        ) as handle:
-            handle.write(text)
-        os.replace(handle.name, path)
+    def to_toml(self) -> str:
+        """This config as TOML text (write it with ``edge.io.write_text``)."""
+        return dumps_toml(self.to_dict())
 
     @classmethod
     def load_toml(cls, path: str | os.PathLike) -> SAMConvexConfig:
-        """Read a TOML file written by :meth:`save_toml` (or by hand).
+        """Read a TOML file written from :meth:`to_toml` (or by hand).
 
         A top-level ``preset = "paper"`` key starts from that preset; other keys override it.
         """
@@ -174,6 +173,52 @@ class SAMConvexConfig:
         except OSError as error:
             raise InputError(f"Cannot read config file {path}: {error.strerror}.") from error
         return cls.from_dict(data)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SAMConvexConfig))
+
+
+def did_you_mean(name: str, choices: tuple[str, ...] | list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_parameter_message(names: list[str], extra: tuple[str, ...] = ()) -> str:
+    """The error for misspelt parameter names: each with its closest valid name."""
+    valid = (*extra, *FIELD_NAMES)
+    parts = [f"{name!r}{did_you_mean(name, valid)}" for name in names]
+    return (
+        f"unknown registration parameter {', '.join(parts)}; the valid names are the "
+        "fields of SAMConvexConfig (`samconvex config` lists them with their values)."
+    )
+
+
+def parse_toml_value(text: str) -> Any:
+    """A parameter value written as text (command line ``--set``, manifest cells): a TOML
+    scalar or array (``3``, ``2.5``, ``true``, ``"x"``, ``[1, 2]``); anything else stays a
+    string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def build_config(
+    preset: str = "default",
+    config: SAMConvexConfig | str | os.PathLike | None = None,
+    **parameters: Any,
+) -> SAMConvexConfig:
+    """A config from a preset, or a config object / TOML path, with parameter overrides
+    (``None`` values are ignored)."""
+    if config is None:
+        base = preset_config(preset)
+    elif isinstance(config, SAMConvexConfig):
+        base = config
+    else:
+        base = SAMConvexConfig.load_toml(config)
+    overrides = {k: v for k, v in parameters.items() if v is not None}
+    return base.replace(**overrides) if overrides else base
 
 
 def _coerce_levels(levels: Any) -> tuple[LevelConfig, ...]:
@@ -193,23 +238,35 @@ def _validate(cfg: SAMConvexConfig) -> None:
         return InputError(f"Parameter '{name}' {problem}; {fix}.")
 
     if cfg.max_working_voxels is not None and cfg.max_working_voxels < 4096:
-        raise bad("max_working_voxels", f"is {cfg.max_working_voxels}",
-                  "use None (no limit) or at least 4096")
+        raise bad(
+            "max_working_voxels",
+            f"is {cfg.max_working_voxels}",
+            "use None (no limit) or at least 4096",
+        )
     if not cfg.working_spacing_mm > 0:
-        raise bad("working_spacing_mm", f"is {cfg.working_spacing_mm}",
-                  "use a positive value in mm")
+        raise bad(
+            "working_spacing_mm", f"is {cfg.working_spacing_mm}", "use a positive value in mm"
+        )
     if cfg.features not in FEATURES:
-        raise bad("features", f"is {cfg.features!r}", f"use one of {FEATURES}")
+        raise bad(
+            "features",
+            f"is {cfg.features!r}{did_you_mean(str(cfg.features), FEATURES)}",
+            f"use one of {FEATURES}",
+        )
     if cfg.feature_extraction not in ("once", "pyramid", "per_level"):
-        raise bad("feature_extraction", f"is {cfg.feature_extraction!r}",
-                  "use 'once', 'pyramid' or 'per_level'")
+        raise bad(
+            "feature_extraction",
+            f"is {cfg.feature_extraction!r}",
+            "use 'once', 'pyramid' or 'per_level'",
+        )
     if cfg.coupling_units not in ("voxel", "normalized"):
         raise bad("coupling_units", f"is {cfg.coupling_units!r}", "use 'voxel' or 'normalized'")
     if cfg.padding not in ("replicate", "zeros"):
         raise bad("padding", f"is {cfg.padding!r}", "use 'replicate' or 'zeros'")
     if cfg.io_parameterization not in ("total", "increment"):
-        raise bad("io_parameterization", f"is {cfg.io_parameterization!r}",
-                  "use 'total' or 'increment'")
+        raise bad(
+            "io_parameterization", f"is {cfg.io_parameterization!r}", "use 'total' or 'increment'"
+        )
     if not cfg.levels:
         raise bad("levels", "is empty", "give at least one LevelConfig")
     factors = [level.grid_factor for level in cfg.levels]
@@ -225,8 +282,14 @@ def _validate(cfg: SAMConvexConfig) -> None:
         raise bad("io_iterations/io_relinearize_every", "are out of range", "use >=0 and >=1")
     if cfg.hu_max <= cfg.hu_min:
         raise bad("hu_max", f"({cfg.hu_max}) is not above hu_min ({cfg.hu_min})", "swap them")
-    for name in ("initial_smoothing_passes", "convex_smoothing_passes", "level_smoothing_passes",
-                 "final_smoothing_passes", "io_smoothing_passes", "cost_smoothing_passes"):
+    for name in (
+        "initial_smoothing_passes",
+        "convex_smoothing_passes",
+        "level_smoothing_passes",
+        "final_smoothing_passes",
+        "io_smoothing_passes",
+        "cost_smoothing_passes",
+    ):
         if getattr(cfg, name) < 0:
             raise bad(name, "is negative", "use 0 or more passes")
 
@@ -242,7 +305,9 @@ def preset_config(name: str = "default", **overrides: Any) -> SAMConvexConfig:
     * ``fast``: fewer labels and iterations for quick previews.
     """
     if name not in PRESETS:
-        raise InputError(f"Unknown preset {name!r}; use one of {PRESETS}.")
+        raise InputError(
+            f"Unknown preset {name!r}{did_you_mean(name, PRESETS)}; use one of {PRESETS}."
+        )
     base = SAMConvexConfig()
     if name == "paper":
         base = base.replace(
@@ -305,4 +370,19 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-__all__ = ["FEATURES", "PRESETS", "LevelConfig", "SAMConvexConfig", "dumps_toml", "preset_config"]
+__all__ = [
+    "FEATURES",
+    "FIELD_NAMES",
+    "GRID_GROWTH_STEP",
+    "PRESETS",
+    "Features",
+    "LevelConfig",
+    "Preset",
+    "SAMConvexConfig",
+    "build_config",
+    "did_you_mean",
+    "dumps_toml",
+    "parse_toml_value",
+    "preset_config",
+    "unknown_parameter_message",
+]

@@ -46,14 +46,21 @@ def _subvoxel_offsets(total: Tensor, best: Tensor, k: int) -> Tensor:
         upper = total.gather(1, (best + step).clamp(0, num_labels - 1)[:, None])[:, 0]
         curvature = lower - 2 * c0 + upper
         offset = 0.5 * (lower - upper) / curvature.clamp_min(1e-12)
-        out[:, axis] = torch.where(usable & (curvature > 1e-12), offset.clamp(-0.5, 0.5),
-                                   torch.zeros_like(offset))
+        out[:, axis] = torch.where(
+            usable & (curvature > 1e-12), offset.clamp(-0.5, 0.5), torch.zeros_like(offset)
+        )
     return out
 
 
-def coupled_argmin(cost: Tensor, offsets: Tensor, field: Tensor, weight: float,
-                   axis_scale: Tensor, chunk_voxels: int = 1 << 14,
-                   subvoxel: bool = False) -> Tensor:
+def coupled_argmin(
+    cost: Tensor,
+    offsets: Tensor,
+    field: Tensor,
+    weight: float,
+    axis_scale: Tensor,
+    chunk_voxels: int = 1 << 14,
+    subvoxel: bool = False,
+) -> Tensor:
     """Displacement minimising ``cost(p, l) + weight * |axis_scale * (l - field(p))|^2``.
 
     Args:
@@ -70,8 +77,11 @@ def coupled_argmin(cost: Tensor, offsets: Tensor, field: Tensor, weight: float,
     s2 = axis_scale * axis_scale
     # rows: [-2 w s^2 l_z, -2 w s^2 l_y, -2 w s^2 l_x, w |s l|^2] -> (4, L)
     label_matrix = torch.cat(
-        [(-2.0 * weight * s2).view(3, 1) * offsets.t(),
-         (weight * (offsets * offsets * s2).sum(1)).view(1, -1)], 0
+        [
+            (-2.0 * weight * s2).view(3, 1) * offsets.t(),
+            (weight * (offsets * offsets * s2).sum(1)).view(1, -1),
+        ],
+        0,
     )
     flat_field = field[0].reshape(3, -1)
     if export_friendly():  # one chunk: no loop whose trip count depends on the size
@@ -80,13 +90,15 @@ def coupled_argmin(cost: Tensor, offsets: Tensor, field: Tensor, weight: float,
     out = torch.empty((flat_cost.shape[0], 3), device=cost.device)
     for n0 in range(0, flat_cost.shape[0], chunk_voxels):
         n1 = min(flat_cost.shape[0], n0 + chunk_voxels)
-        out[n0:n1] = _argmin_rows(flat_cost[n0:n1], flat_field[:, n0:n1], label_matrix,
-                                  offsets, k, subvoxel)
+        out[n0:n1] = _argmin_rows(
+            flat_cost[n0:n1], flat_field[:, n0:n1], label_matrix, offsets, k, subvoxel
+        )
     return out.t().reshape(1, 3, nz, ny, nx)
 
 
-def _argmin_rows(cost: Tensor, field: Tensor, label_matrix: Tensor, offsets: Tensor, k: int,
-                 subvoxel: bool) -> Tensor:
+def _argmin_rows(
+    cost: Tensor, field: Tensor, label_matrix: Tensor, offsets: Tensor, k: int, subvoxel: bool
+) -> Tensor:
     """Coupled argmin of the voxels (rows) of ``cost`` (N, L) given ``field`` (3, N).
 
     Returns (N, 3) displacements in level voxels.
@@ -130,8 +142,9 @@ def coupled_convex(
     """
     nz, ny, nx, num_labels = cost.shape
     if num_labels != (2 * radius + 1) ** 3:
-        raise ValueError(f"cost has {num_labels} labels, radius {radius} needs "
-                         f"{(2 * radius + 1) ** 3}")
+        raise ValueError(
+            f"cost has {num_labels} labels, radius {radius} needs {(2 * radius + 1) ** 3}"
+        )
     offsets = label_offsets(radius, cost.device)
     if units == "normalized":
         scale = normalised_units_scale((nz, ny, nx)).to(cost.device)

@@ -52,8 +52,9 @@ def central_difference(x: Tensor, dim: int) -> Tensor:
     return out
 
 
-def linearise(fixed: Tensor, moving: Tensor, field_vox: Tensor, weight: Tensor
-              ) -> tuple[Tensor, Tensor, Tensor]:
+def linearise(
+    fixed: Tensor, moving: Tensor, field_vox: Tensor, weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Gauss-Newton terms of the data term at ``field_vox``.
 
     Returns ``A`` (1, 6, Z, Y, X): the packed symmetric ``w * J^T J`` (zz, zy, zx, yy, yx,
@@ -103,8 +104,16 @@ def diffusion_gradient(v: Tensor) -> Tensor:
     return grad
 
 
-def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
-              lr: float, eps: float, betas: tuple[float, float] = (0.9, 0.999)) -> None:
+def adam_step(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: int,
+    lr: float,
+    eps: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> None:
     """One Adam update of ``param`` in place (``step`` counts from 1).
 
     The arithmetic of ``torch.optim.Adam`` (single-tensor path, no weight decay, no amsgrad)
@@ -193,8 +202,15 @@ def instance_optimization(
         if normalized:
             grad = grad / scale
         grad.add_(diffusion_gradient(v), alpha=regularization * v[0, 0].numel())
-        adam_step(theta, box_smooth_adjoint(grad, smoothing_passes, padding), exp_avg,
-                  exp_avg_sq, step + 1, learning_rate, adam_eps)
+        adam_step(
+            theta,
+            box_smooth_adjoint(grad, smoothing_passes, padding),
+            exp_avg,
+            exp_avg_sq,
+            step + 1,
+            learning_rate,
+            adam_eps,
+        )
     out = box_smooth(theta, smoothing_passes, padding) if return_smoothed else theta
     out = out / scale if normalized else out
     if parameterization == "increment":

@@ -57,14 +57,17 @@ def stage_names(cfg: SAMConvexConfig) -> list[str]:
     return names
 
 
-def estimate_peak_bytes(working_shape: tuple[int, int, int], cfg: SAMConvexConfig,
-                        channels: int = 12) -> int:
+def estimate_peak_bytes(
+    working_shape: tuple[int, int, int], cfg: SAMConvexConfig, channels: int = 12
+) -> int:
     """Rough upper bound of the solver's peak memory in bytes (float32 tensors)."""
     n = working_shape[0] * working_shape[1] * working_shape[2]
     features = 4 * n * channels * 3  # fixed + moving maps + one temporary
-    costs = max(
-        (2 * lv.search_radius + 1) ** 3 * -(-n // lv.grid_factor**3) for lv in cfg.levels
-    ) * 4 * 2  # cost volume + coupled slab temporaries
+    costs = (
+        max((2 * lv.search_radius + 1) ** 3 * -(-n // lv.grid_factor**3) for lv in cfg.levels)
+        * 4
+        * 2
+    )  # cost volume + coupled slab temporaries
     io = 4 * -(-n // cfg.io_grid_factor**3) * (3 * channels + 30)
     images = 4 * n * 6
     return int(features + max(costs, io) + images)
@@ -90,8 +93,9 @@ class LevelFeatures:
     Fixed-image features are computed once per image factor and cached.
     """
 
-    def __init__(self, fixed: Tensor, moving: Tensor, extractor: FeatureExtractor,
-                 mode: str) -> None:
+    def __init__(
+        self, fixed: Tensor, moving: Tensor, extractor: FeatureExtractor, mode: str
+    ) -> None:
         self.fixed_image, self.moving_image = fixed, moving
         self.extractor, self.mode = extractor, mode
         self.working = tuple(fixed.shape[2:])
@@ -111,14 +115,16 @@ class LevelFeatures:
         g = self.image_factor(factor)
         return to_level_grid(self.maps("fixed", g), g, factor, shape, use_global)
 
-    def moving(self, factor: int, shape: tuple[int, int, int], use_global: bool,
-               field: Tensor | None) -> Tensor:
+    def moving(
+        self, factor: int, shape: tuple[int, int, int], use_global: bool, field: Tensor | None
+    ) -> Tensor:
         """Moving features on the level grid, warped by ``field`` (level voxels) if given."""
         g = self.image_factor(factor)
         if self.mode == "per_level" and field is not None:
             image = pool(self.moving_image, g)
-            image = warp(image, change_level(field, factor, g, level_shape(self.working, g),
-                                             is_field=True))
+            image = warp(
+                image, change_level(field, factor, g, level_shape(self.working, g), is_field=True)
+            )
             return to_level_grid(self.extractor(image), g, factor, shape, use_global)
         values = to_level_grid(self.maps("moving", g), g, factor, shape, use_global)
         return values if field is None else warp(values, field)
@@ -185,16 +191,29 @@ def register_tensors(
         cost = cost_volume(feats_f, feats_m, r, wf, wm)
         cost = smooth_cost(cost, cfg.cost_smoothing_passes, cfg.padding)
         step = coupled_convex(
-            cost, r, cfg.coupling_weights, cfg.coupling_units, cfg.coupling_scale,
-            cfg.initial_smoothing_passes, cfg.convex_smoothing_passes, cfg.padding,
-            cfg.chunk_voxels, cfg.subvoxel,
+            cost,
+            r,
+            cfg.coupling_weights,
+            cfg.coupling_units,
+            cfg.coupling_scale,
+            cfg.initial_smoothing_passes,
+            cfg.convex_smoothing_passes,
+            cfg.padding,
+            cfg.chunk_voxels,
+            cfg.subvoxel,
         )
         del cost
         total = step if prior is None else compose(prior, step)
         prev_factor = f
         if logger.isEnabledFor(logging.DEBUG) and not export_friendly():
-            logger.debug("level %d (factor %d, r %d): grid %s, max |u| %.2f level voxels",
-                         index + 1, f, r, shape, float(total.abs().max()))
+            logger.debug(
+                "level %d (factor %d, r %d): grid %s, max |u| %.2f level voxels",
+                index + 1,
+                f,
+                r,
+                shape,
+                float(total.abs().max()),
+            )
         done(f"level {index + 1}/{len(cfg.levels)}")
 
     assert total is not None
@@ -203,12 +222,12 @@ def register_tensors(
     discrete = change_level(total, prev_factor, io_factor, io_shape, is_field=True)
     field_io = discrete
     if cfg.instance_optimization and cfg.io_iterations > 0:
-        field_io = _run_instance_optimization(discrete, features, cfg, fixed_mask, moving_mask,
-                                              io_shape)
+        field_io = _run_instance_optimization(
+            discrete, features, cfg, fixed_mask, moving_mask, io_shape
+        )
         done("instance optimisation")
     field_io = box_smooth(field_io, cfg.final_smoothing_passes, cfg.padding)
-    return SolverResult(field=field_io, factor=io_factor, discrete_field=discrete,
-                        timings=timings)
+    return SolverResult(field=field_io, factor=io_factor, discrete_field=discrete, timings=timings)
 
 
 def _run_instance_optimization(
@@ -244,11 +263,21 @@ def _run_instance_optimization(
     if cfg.feature_extraction == "per_level":
         feats_m = features.moving(f, io_shape, use_global=False, field=discrete)
         moved_weight = None if wm is None else warp(wm, discrete)
-        increment = instance_optimization(feats_f, feats_m, torch.zeros_like(discrete),
-                                          parameterization="total",
-                                          moving_weight=moved_weight, **kwargs)
+        increment = instance_optimization(
+            feats_f,
+            feats_m,
+            torch.zeros_like(discrete),
+            parameterization="total",
+            moving_weight=moved_weight,
+            **kwargs,
+        )
         return compose(discrete, increment)
     feats_m = features.moving(f, io_shape, use_global=False, field=None)
-    return instance_optimization(feats_f, feats_m, discrete,
-                                 parameterization=cfg.io_parameterization,
-                                 moving_weight=wm, **kwargs)
+    return instance_optimization(
+        feats_f,
+        feats_m,
+        discrete,
+        parameterization=cfg.io_parameterization,
+        moving_weight=wm,
+        **kwargs,
+    )

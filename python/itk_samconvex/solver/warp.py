@@ -170,8 +170,9 @@ def change_level(
         )
         out = resample_separable(x, coords)  # type: ignore[arg-type]
     if is_field:
-        scale = torch.tensor([s / d for s, d in zip(src, dst, strict=True)], dtype=out.dtype,
-                             device=out.device)
+        scale = torch.tensor(
+            [s / d for s, d in zip(src, dst, strict=True)], dtype=out.dtype, device=out.device
+        )
         out = out * scale.view(1, 3, 1, 1, 1)
     return out
 
@@ -193,9 +194,7 @@ def _normalised_grid(disp: Tensor) -> Tensor:
     return norm.flip(1).permute(0, 2, 3, 4, 1)
 
 
-def warp(
-    x: Tensor, disp: Tensor, mode: str = "bilinear", padding_mode: str = "border"
-) -> Tensor:
+def warp(x: Tensor, disp: Tensor, mode: str = "bilinear", padding_mode: str = "border") -> Tensor:
     """Backward warp: ``out(p) = x(p + disp(p))``; ``x`` and ``disp`` share one grid."""
     grid = _normalised_grid(disp.to(x.dtype) if x.dtype.is_floating_point else disp)
     return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=True)

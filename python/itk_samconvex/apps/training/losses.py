@@ -53,8 +53,9 @@ class LossSettings:
         )
 
 
-def nearest_partner(positions: Tensor, corner: Tensor, spacing: Tensor, stride, offset,
-                    shape) -> Tensor:
+def nearest_partner(
+    positions: Tensor, corner: Tensor, spacing: Tensor, stride, offset, shape
+) -> Tensor:
     """Flat index of the nearest voxel of another view's embedding grid for each position.
 
     Args:
@@ -81,8 +82,9 @@ def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: fl
     return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long))
 
 
-def _mine(similarity: Tensor, excluded: Tensor, hard: int, keep: int,
-          generator: torch.Generator) -> Tensor:
+def _mine(
+    similarity: Tensor, excluded: Tensor, hard: int, keep: int, generator: torch.Generator
+) -> Tensor:
     """Indices (N, keep) of negatives: the ``hard`` most similar allowed ones, then random."""
     similarity = similarity.masked_fill(excluded, float("-inf"))
     hard = min(hard, similarity.shape[1])
@@ -93,11 +95,23 @@ def _mine(similarity: Tensor, excluded: Tensor, hard: int, keep: int,
 
 
 def directional_loss(
-    query_emb: Tensor, query_pos: Tensor, query_mine: Tensor,
-    other_emb: Tensor, other_pos: Tensor, other_mine: Tensor, other_grid: dict,
-    positive_mm: float, ignore_mm: float, hard: int, keep: int, max_queries: int,
-    temperature: float, generator: torch.Generator, z_limit_mm: float | None = None,
-    extra_negatives: Tensor | None = None, hard_mining: bool = True,
+    query_emb: Tensor,
+    query_pos: Tensor,
+    query_mine: Tensor,
+    other_emb: Tensor,
+    other_pos: Tensor,
+    other_mine: Tensor,
+    other_grid: dict,
+    positive_mm: float,
+    ignore_mm: float,
+    hard: int,
+    keep: int,
+    max_queries: int,
+    temperature: float,
+    generator: torch.Generator,
+    z_limit_mm: float | None = None,
+    extra_negatives: Tensor | None = None,
+    hard_mining: bool = True,
 ) -> Tensor | None:
     """InfoNCE from one view's voxels to the other view (None if no positive pair exists).
 

@@ -12,11 +12,10 @@ plus the architecture in ``meta`` so ``load_sam`` reads them.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
+import io
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...edge.io import write_text
 from ...errors import InputError
 from ...solver.features.sam import (
     GLOBAL_OFFSET,
@@ -36,7 +36,7 @@ from ...solver.features.sam import (
     SAMNetwork,
     preprocess,
 )
-from ...solver.features.sam_checkpoint import save_sam
+from .checkpoints import save_sam
 from .losses import LossSettings, directional_loss
 from .views import Volume, embedding_positions, find_ct_files, load_volume, sample_view_pair
 
@@ -84,15 +84,18 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).t()
 
 
-def step_loss(network: SAMNetwork, pairs, settings: TrainSettings,
-              generator: torch.Generator, hard_mining: bool = True
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+def step_loss(
+    network: SAMNetwork,
+    pairs,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    hard_mining: bool = True,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss of one step over view pairs (list of ``ViewPair``)."""
     images = torch.cat([p.images for p in pairs])  # (2V, 1, Z, Y, X), views interleaved
     local, glob = network(preprocess(images))
     lshape, gshape = tuple(local.shape[2:]), tuple(glob.shape[2:])
-    up = F.normalize(F.interpolate(glob, size=lshape, mode="trilinear", align_corners=False),
-                     dim=1)
+    up = F.normalize(F.interpolate(glob, size=lshape, mode="trilinear", align_corners=False), dim=1)
     mine_local = F.normalize(torch.cat([local, up], 1), dim=1)
     ls = settings.loss
     local_terms, global_terms = [], []
@@ -102,61 +105,115 @@ def step_loss(network: SAMNetwork, pairs, settings: TrainSettings,
         for view in (0, 1):
             i = 2 * v + view
             corner, spacing = pair.corners[view], pair.spacings[view]
-            grids.append({
-                "local": (_flat(local[i]), _flat(mine_local[i]),
-                          embedding_positions(corner, spacing, lshape, LOCAL_STRIDE,
-                                              LOCAL_OFFSET).reshape(-1, 3),
-                          {"corner": corner, "spacing": spacing, "stride": LOCAL_STRIDE,
-                           "offset": LOCAL_OFFSET, "shape": lshape}),
-                "global": (flat_glob[i], flat_glob[i],
-                           embedding_positions(corner, spacing, gshape, GLOBAL_STRIDE,
-                                               GLOBAL_OFFSET).reshape(-1, 3),
-                           {"corner": corner, "spacing": spacing, "stride": GLOBAL_STRIDE,
-                            "offset": GLOBAL_OFFSET, "shape": gshape}),
-            })
+            grids.append(
+                {
+                    "local": (
+                        _flat(local[i]),
+                        _flat(mine_local[i]),
+                        embedding_positions(
+                            corner, spacing, lshape, LOCAL_STRIDE, LOCAL_OFFSET
+                        ).reshape(-1, 3),
+                        {
+                            "corner": corner,
+                            "spacing": spacing,
+                            "stride": LOCAL_STRIDE,
+                            "offset": LOCAL_OFFSET,
+                            "shape": lshape,
+                        },
+                    ),
+                    "global": (
+                        flat_glob[i],
+                        flat_glob[i],
+                        embedding_positions(
+                            corner, spacing, gshape, GLOBAL_STRIDE, GLOBAL_OFFSET
+                        ).reshape(-1, 3),
+                        {
+                            "corner": corner,
+                            "spacing": spacing,
+                            "stride": GLOBAL_STRIDE,
+                            "offset": GLOBAL_OFFSET,
+                            "shape": gshape,
+                        },
+                    ),
+                }
+            )
         others = [flat_glob[j] for j in range(len(images)) if j // 2 != v]
         extra = None
         if others:
             pool = torch.cat(others)
-            pick = torch.randperm(len(pool), generator=generator)[:ls.global_batch_negatives]
+            pick = torch.randperm(len(pool), generator=generator)[: ls.global_batch_negatives]
             extra = pool[pick]
         for a, b in ((0, 1), (1, 0)):
             qe, qm, qp, _ = grids[a]["local"]
             oe, om, op, og = grids[b]["local"]
-            term = directional_loss(qe, qp, qm, oe, op, om, og, ls.local_positive_mm,
-                                    ls.local_ignore_mm, ls.local_hard, ls.local_negatives,
-                                    ls.local_queries, ls.temperature, generator,
-                                    hard_mining=hard_mining)
+            term = directional_loss(
+                qe,
+                qp,
+                qm,
+                oe,
+                op,
+                om,
+                og,
+                ls.local_positive_mm,
+                ls.local_ignore_mm,
+                ls.local_hard,
+                ls.local_negatives,
+                ls.local_queries,
+                ls.temperature,
+                generator,
+                hard_mining=hard_mining,
+            )
             if term is not None:
                 local_terms.append(term)
             qe, qm, qp, _ = grids[a]["global"]
             oe, om, op, og = grids[b]["global"]
-            term = directional_loss(qe, qp, qm, oe, op, om, og, ls.global_positive_mm,
-                                    ls.global_ignore_mm, ls.global_hard, ls.global_negatives,
-                                    ls.local_queries, ls.temperature, generator,
-                                    z_limit_mm=ls.global_z_mm[a], extra_negatives=extra,
-                                    hard_mining=hard_mining)
+            term = directional_loss(
+                qe,
+                qp,
+                qm,
+                oe,
+                op,
+                om,
+                og,
+                ls.global_positive_mm,
+                ls.global_ignore_mm,
+                ls.global_hard,
+                ls.global_negatives,
+                ls.local_queries,
+                ls.temperature,
+                generator,
+                z_limit_mm=ls.global_z_mm[a],
+                extra_negatives=extra,
+                hard_mining=hard_mining,
+            )
             if term is not None:
                 global_terms.append(term)
     zero = local.sum() * 0.0
     local_loss = torch.stack(local_terms).mean() if local_terms else zero
     global_loss = torch.stack(global_terms).mean() if global_terms else zero
-    return local_loss + global_loss, {"local": float(local_loss.detach()),
-                                      "global": float(global_loss.detach())}
+    return local_loss + global_loss, {
+        "local": float(local_loss.detach()),
+        "global": float(global_loss.detach()),
+    }
 
 
-def _load_resume(path: Path, network: SAMNetwork, optimizer: torch.optim.Optimizer,
-                 settings: TrainSettings) -> tuple[int, list[dict], dict | None]:
+def _load_resume(
+    path: Path, network: SAMNetwork, optimizer: torch.optim.Optimizer, settings: TrainSettings
+) -> tuple[int, list[dict], dict | None]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     meta = state.get("meta", {})
     width = meta.get("architecture", {}).get("width")
     if width != settings.width:
-        raise InputError(f"{path} holds a width-{width} SAM; resume with --width {width} or "
-                         "choose another --out.")
+        raise InputError(
+            f"{path} holds a width-{width} SAM; resume with --width {width} or "
+            "choose another --out."
+        )
     spacing = meta.get("architecture", {}).get("input_spacing_mm", 2.0)
     if float(spacing) != settings.input_spacing_mm:
-        raise InputError(f"{path} was trained at --input-spacing {spacing}; resume with that "
-                         "spacing or choose another --out.")
+        raise InputError(
+            f"{path} was trained at --input-spacing {spacing}; resume with that "
+            "spacing or choose another --out."
+        )
     network.load_state_dict(state["state_dict"])
     if "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
@@ -175,8 +232,10 @@ def training_files(ct_dir: str | Path, split: str | None) -> list[Path]:
 
     index = Path(ct_dir) / "corpus.json"
     if not index.is_file():
-        raise InputError(f"--split {split} needs {index} (a corpus index with 'volumes', each "
-                         "with 'ct' and 'split'); drop --split to train on every CT found.")
+        raise InputError(
+            f"--split {split} needs {index} (a corpus index with 'volumes', each "
+            "with 'ct' and 'split'); drop --split to train on every CT found."
+        )
     entries = json.loads(index.read_text(encoding="utf-8")).get("volumes", [])
     files = [Path(ct_dir) / e["ct"] for e in entries if e.get("split") == split]
     if not files:
@@ -185,24 +244,36 @@ def training_files(ct_dir: str | Path, split: str | None) -> list[Path]:
     return files
 
 
-def train_sam(ct_dir: str | Path, out: str | Path, settings: TrainSettings | None = None,
-              resume: bool = True, progress: bool = True) -> Path:
+def train_sam(
+    ct_dir: str | Path,
+    out: str | Path,
+    settings: TrainSettings | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> Path:
     """Train SAM on the CT images under ``ct_dir``; write ``out`` (and ``out``.log.csv)."""
     settings = settings or TrainSettings()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     volumes: list[Volume] = [
-        v for p in training_files(ct_dir, settings.split)
+        v
+        for p in training_files(ct_dir, settings.split)
         if (v := load_volume(p, spacing_mm=settings.input_spacing_mm))
     ]
     if not volumes:
-        raise InputError(f"no CT volume found under {ct_dir} (images with HU values); point "
-                         "CT_DIR at a folder of CT scans.")
+        raise InputError(
+            f"no CT volume found under {ct_dir} (images with HU values); point "
+            "CT_DIR at a folder of CT scans."
+        )
     logger.info("training SAM width %d on %d volumes", settings.width, len(volumes))
     torch.manual_seed(settings.seed)
     network = SAMNetwork(settings.width, settings.input_spacing_mm).train()
-    optimizer = torch.optim.SGD(network.parameters(), lr=settings.learning_rate,
-                                momentum=settings.momentum, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.SGD(
+        network.parameters(),
+        lr=settings.learning_rate,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
     start, log, rng_state = 0, [], None
     if resume and out.is_file():
         start, log, rng_state = _load_resume(out, network, optimizer, settings)
@@ -216,15 +287,26 @@ def train_sam(ct_dir: str | Path, out: str | Path, settings: TrainSettings | Non
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=settings.iterations, initial=start, desc="train-sam", unit="it",
-                   file=sys.stderr)
+        bar = tqdm(
+            total=settings.iterations, initial=start, desc="train-sam", unit="it", file=sys.stderr
+        )
     began = time.perf_counter()
 
     def save(iteration: int) -> None:
-        meta = {"iteration": iteration, "loss_log": log, "seed": settings.seed,
-                "settings": _settings_dict(settings), "volumes": [v.name for v in volumes]}
-        save_sam(network, out, meta, optimizer=optimizer.state_dict(),
-                 rng={"numpy": rng.bit_generator.state, "torch": generator.get_state()})
+        meta = {
+            "iteration": iteration,
+            "loss_log": log,
+            "seed": settings.seed,
+            "settings": _settings_dict(settings),
+            "volumes": [v.name for v in volumes],
+        }
+        save_sam(
+            network,
+            out,
+            meta,
+            optimizer=optimizer.state_dict(),
+            rng={"numpy": rng.bit_generator.state, "torch": generator.get_state()},
+        )
         _write_log(out, log)
 
     iteration = start
@@ -234,26 +316,37 @@ def train_sam(ct_dir: str | Path, out: str | Path, settings: TrainSettings | Non
         count = min(settings.volumes_per_step, len(volumes))
         chosen = rng.choice(len(volumes), size=count, replace=False)
         pairs = [sample_view_pair(volumes[i], settings.patch, rng) for i in chosen]
-        loss, parts = step_loss(network, pairs, settings, generator,
-                                hard_mining=iteration >= settings.hard_mining_start)
+        loss, parts = step_loss(
+            network, pairs, settings, generator, hard_mining=iteration >= settings.hard_mining_start
+        )
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
             optimizer.step()
-        log.append({"iteration": iteration + 1, "loss": float(loss.detach()), **parts,
-                    "seconds": time.perf_counter() - began})
+        log.append(
+            {
+                "iteration": iteration + 1,
+                "loss": float(loss.detach()),
+                **parts,
+                "seconds": time.perf_counter() - began,
+            }
+        )
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         done = iteration + 1
-        budget_over = (settings.time_budget_s is not None
-                       and time.perf_counter() - began > settings.time_budget_s)
+        budget_over = (
+            settings.time_budget_s is not None
+            and time.perf_counter() - began > settings.time_budget_s
+        )
         if done % settings.checkpoint_every == 0 or done == settings.iterations or budget_over:
             save(done)
         if settings.snapshot_every and done % settings.snapshot_every == 0:
-            save_sam(network, out.with_name(f"{out.stem}.iter{done}{out.suffix}"),
-                     {"iteration": done, "seed": settings.seed,
-                      "settings": _settings_dict(settings)})
+            save_sam(
+                network,
+                out.with_name(f"{out.stem}.iter{done}{out.suffix}"),
+                {"iteration": done, "seed": settings.seed, "settings": _settings_dict(settings)},
+            )
         if budget_over:
             logger.info("time budget reached at iteration %d", done)
             break
@@ -272,71 +365,8 @@ def _settings_dict(settings: TrainSettings) -> dict:
 
 
 def _write_log(out: Path, log: list[dict]) -> None:
-    path = out.with_name(out.name + ".log.csv")
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["iteration", "loss", "local", "global",
-                                                    "seconds"])
-        writer.writeheader()
-        writer.writerows(log)
-    os.replace(temp, path)
-
-
-# ------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ct_dir", help="folder of CT images (searched recursively)")
-    parser.add_argument("--out", required=True, help="checkpoint to write (and resume from)")
-    parser.add_argument("--width", type=int, default=PUBLISHED_WIDTH,
-                        help="backbone base width (64 = published architecture; 16 or 24 "
-                             "train on a CPU)")
-    parser.add_argument("--iterations", type=int, default=20000)
-    parser.add_argument("--patch", type=int, nargs=3, default=[32, 96, 96],
-                        metavar=("Z", "Y", "X"), help="view size in voxels (z y x)")
-    parser.add_argument("--volumes-per-step", type=int, default=3)
-    parser.add_argument("--learning-rate", type=float, default=0.02)
-    parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
-                        help="stop (and save) after this many minutes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-resume", action="store_true", help="start from scratch")
-    parser.add_argument("--hard-mining-start", type=int, default=2000,
-                        help="iterations with random negatives before hard-negative mining")
-    parser.add_argument("--cpu-loss", action="store_true",
-                        help="smaller negative counts (fits CPU training)")
-    parser.add_argument("--input-spacing", type=float, default=2.0, metavar="MM",
-                        help="isotropic spacing the network is fed (published: 2 mm); the "
-                             "loss radii scale with it")
-    parser.add_argument("--snapshot-every", type=int, default=None, metavar="N",
-                        help="also keep a copy of the weights every N iterations (for choosing "
-                             "one on validation data)")
-    parser.add_argument("--split", default=None,
-                        help="train on this split of CT_DIR/corpus.json only (e.g. train)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    loss = LossSettings()
-    if args.cpu_loss:
-        loss = dataclasses.replace(loss, local_queries=50, local_hard=500, local_negatives=128,
-                                   global_hard=100, global_negatives=64,
-                                   global_batch_negatives=100)
-    loss = loss.scaled(args.input_spacing / 2.0)
-    settings = TrainSettings(
-        width=args.width, patch=tuple(args.patch), volumes_per_step=args.volumes_per_step,
-        input_spacing_mm=args.input_spacing, split=args.split,
-        snapshot_every=args.snapshot_every,
-        iterations=args.iterations, learning_rate=args.learning_rate, seed=args.seed,
-        time_budget_s=None if args.time_budget is None else args.time_budget * 60.0,
-        loss=loss, hard_mining_start=args.hard_mining_start,
-    )
-    if Path(args.out).exists() and args.no_resume:
-        raise FileExistsError(f"{args.out} exists; remove it or drop --no-resume to continue "
-                              "training from it.")
-    path = train_sam(args.ct_dir, args.out, settings, resume=not args.no_resume,
-                     progress=not args.quiet)
-    if not args.quiet:
-        print(f"wrote {path} (loss log: {path.name}.log.csv)")
-    return 0
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=["iteration", "loss", "local", "global", "seconds"])
+    writer.writeheader()
+    writer.writerows(log)
+    write_text(out.with_name(out.name + ".log.csv"), buffer.getvalue(), overwrite=True)

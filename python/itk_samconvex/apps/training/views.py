@@ -48,27 +48,37 @@ def find_ct_files(folder: str | Path) -> list[Path]:
     """CT images under ``folder`` (recursive); label maps and masks are skipped later."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"CT folder {folder} does not exist; pass a folder of CT images "
-                         "(.nii.gz, .nii, .mha, .nrrd).")
+        raise InputError(
+            f"CT folder {folder} does not exist; pass a folder of CT images "
+            "(.nii.gz, .nii, .mha, .nrrd)."
+        )
     return sorted(p for p in folder.rglob("*") if p.name.lower().endswith(IMAGE_SUFFIXES))
 
 
-def load_volume(path: Path, min_size_mm: float = 60.0,
-                spacing_mm: float = BASE_SPACING_MM) -> Volume | None:
+def load_volume(
+    path: Path, min_size_mm: float = 60.0, spacing_mm: float = BASE_SPACING_MM
+) -> Volume | None:
     """Read, resample to ``spacing_mm`` (linear, anti-aliased), crop to the body; None if not CT."""
-    import itk
+    from ...edge.checks import ct_problem, summarize
+    from ...edge.io import read_image
+    from ...edge.space import (
+        antialias,
+        array_view,
+        check_image,
+        foreground_box,
+        sample_image,
+        working_grid,
+    )
 
-    from ...edge.space import antialias, check_image, foreground_box, sample_image, working_grid
-
-    image = itk.imread(str(path))
     try:
+        image = read_image(path, str(path))
         grid = check_image(image, str(path))
-    except Exception as error:  # not a 3-D scalar image
+    except Exception as error:  # not a readable 3-D scalar image
         logger.info("skipping %s: %s", path, error)
         return None
-    values = itk.array_view_from_image(image)
-    if values.dtype.kind in "ub" or float(values.min()) > -500 or float(values.max()) < 0:
-        logger.info("skipping %s: not a CT in Hounsfield units (a label map or mask?)", path)
+    problem = ct_problem(summarize(np.asarray(array_view(image))))
+    if problem is not None:
+        logger.info("skipping %s: %s", path, problem)
         return None
     box = foreground_box(image, grid, -500.0, 8.0)
     target = working_grid(grid, spacing_mm, 1, box)
@@ -94,8 +104,13 @@ class ViewPair:
     spacings: torch.Tensor
 
 
-def sample_view_pair(volume: Volume, shape: tuple[int, int, int], rng: np.random.Generator,
-                     overlap_probability: float = 0.8, scale_range=(0.8, 1.2)) -> ViewPair:
+def sample_view_pair(
+    volume: Volume,
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    overlap_probability: float = 0.8,
+    scale_range=(0.8, 1.2),
+) -> ViewPair:
     """Two randomly scaled crops of ``volume``, overlapping with the given probability.
 
     Crops are placed per axis: when overlapping, the second crop's start is within the first
@@ -119,31 +134,49 @@ def sample_view_pair(volume: Volume, shape: tuple[int, int, int], rng: np.random
         else:
             room1 = extent[axis] - sizes[1, axis]
             corners[1, axis] = rng.uniform(min(0.0, room1), max(0.0, room1))
-    images = torch.stack([_resample(volume.hu, volume.spacing_mm, corners[v], spacings[v], shape)
-                          for v in (0, 1)])
-    return ViewPair(images[:, None], torch.as_tensor(corners, dtype=torch.float32),
-                    torch.as_tensor(spacings, dtype=torch.float32))
+    images = torch.stack(
+        [_resample(volume.hu, volume.spacing_mm, corners[v], spacings[v], shape) for v in (0, 1)]
+    )
+    return ViewPair(
+        images[:, None],
+        torch.as_tensor(corners, dtype=torch.float32),
+        torch.as_tensor(spacings, dtype=torch.float32),
+    )
 
 
-def _resample(hu: torch.Tensor, grid_mm: float, corner: np.ndarray, spacing: float,
-              shape: tuple[int, int, int]) -> torch.Tensor:
+def _resample(
+    hu: torch.Tensor,
+    grid_mm: float,
+    corner: np.ndarray,
+    spacing: float,
+    shape: tuple[int, int, int],
+) -> torch.Tensor:
     """Trilinear sample of ``hu`` (grid spacing ``grid_mm``) at ``corner + spacing * index``;
     air outside."""
-    axes = [torch.as_tensor((corner[a] + spacing * np.arange(shape[a])) / grid_mm,
-                            dtype=torch.float32) for a in range(3)]
+    axes = [
+        torch.as_tensor((corner[a] + spacing * np.arange(shape[a])) / grid_mm, dtype=torch.float32)
+        for a in range(3)
+    ]
     zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
     size = torch.tensor(hu.shape, dtype=torch.float32)
     grid = torch.stack([xx, yy, zz], -1) * (2.0 / (size.flip(0) - 1)) - 1.0
     shifted = hu[None, None] + 1024.0  # zero padding = -1024 HU
-    out = F.grid_sample(shifted, grid[None], mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
+    out = F.grid_sample(
+        shifted, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return out[0, 0] - 1024.0
 
 
-def embedding_positions(corner: torch.Tensor, spacing: torch.Tensor,
-                        shape: tuple[int, int, int], stride: tuple[int, int, int],
-                        offset: tuple[float, float, float]) -> torch.Tensor:
+def embedding_positions(
+    corner: torch.Tensor,
+    spacing: torch.Tensor,
+    shape: tuple[int, int, int],
+    stride: tuple[int, int, int],
+    offset: tuple[float, float, float],
+) -> torch.Tensor:
     """(Z', Y', X', 3) mm positions of an embedding grid of a view (voxel j at stride*j+o)."""
-    axes = [corner[a] + spacing * (stride[a] * torch.arange(shape[a], dtype=torch.float32)
-                                   + offset[a]) for a in range(3)]
+    axes = [
+        corner[a] + spacing * (stride[a] * torch.arange(shape[a], dtype=torch.float32) + offset[a])
+        for a in range(3)
+    ]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)

@@ -14,8 +14,7 @@ if TYPE_CHECKING:
     from ..config import SAMConvexConfig
 
 
-def make_extractor(cfg: SAMConvexConfig, device: torch.device | str = "cpu"
-                   ) -> FeatureExtractor:
+def make_extractor(cfg: SAMConvexConfig, device: torch.device | str = "cpu") -> FeatureExtractor:
     """The feature backend named by ``cfg.features`` (SAM networks are cached per process)."""
     mind = MINDExtractor(cfg.mind_radius, cfg.mind_dilation, cfg.hu_min, cfg.hu_max)
     if cfg.features == "mind":
@@ -25,8 +24,9 @@ def make_extractor(cfg: SAMConvexConfig, device: torch.device | str = "cpu"
 
     path = resolve_checkpoint_path(cfg.sam_checkpoint)
     network = _cached_network(str(path), path.stat().st_mtime_ns, str(device))
-    return SAMExtractor(network, device, tile_z=cfg.sam_tile_z,
-                        with_mind=cfg.features == "sam+mind", mind=mind)
+    return SAMExtractor(
+        network, device, tile_z=cfg.sam_tile_z, with_mind=cfg.features == "sam+mind", mind=mind
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -38,5 +38,11 @@ def _cached_network(path: str, mtime_ns: int, device: str):
     return load_sam(path).to(device)
 
 
-__all__ = ["FeatureExtractor", "FeatureMap", "MINDExtractor", "make_extractor", "mind_ssc",
-           "to_level_grid"]
+__all__ = [
+    "FeatureExtractor",
+    "FeatureMap",
+    "MINDExtractor",
+    "make_extractor",
+    "mind_ssc",
+    "to_level_grid",
+]

@@ -72,8 +72,9 @@ def to_level_grid(
             # working index of map voxel j: g * (s j + o) + (g - 1) / 2
             coords = []
             for n, s, o in zip(level_shape, fmap.stride, fmap.offset, strict=True):
-                working = level_factor * torch.arange(n, dtype=torch.float32) + (
-                    level_factor - 1) / 2.0
+                working = (
+                    level_factor * torch.arange(n, dtype=torch.float32) + (level_factor - 1) / 2.0
+                )
                 origin = input_factor * o + (input_factor - 1) / 2.0
                 coords.append((working - origin) / (input_factor * s))
             values = resample_separable(fmap.values, tuple(coords))  # type: ignore[arg-type]

@@ -76,8 +76,13 @@ def mind_ssc(image: Tensor, radius: int = 1, dilation: int = 2) -> Tensor:
     squares = []
     for v in _CLASSES:
         # S_v on [d, d + m) of the padded grid: I(y + v) - I(y)
-        shifted = padded[:, :, d + d * v[0] : d + d * v[0] + m[0],
-                         d + d * v[1] : d + d * v[1] + m[1], d + d * v[2] : d + d * v[2] + m[2]]
+        shifted = padded[
+            :,
+            :,
+            d + d * v[0] : d + d * v[0] + m[0],
+            d + d * v[1] : d + d * v[1] + m[1],
+            d + d * v[2] : d + d * v[2] + m[2],
+        ]
         base = padded[:, :, d : d + m[0], d : d + m[1], d : d + m[2]]
         diff = shifted - base
         squares.append(diff * diff)
@@ -85,8 +90,13 @@ def mind_ssc(image: Tensor, radius: int = 1, dilation: int = 2) -> Tensor:
     # boxed index i <-> padded index i + d + r = image index i - d
     distances = torch.cat(
         [
-            boxed[:, c : c + 1, d + d * o[0] : d + d * o[0] + nz, d + d * o[1] : d + d * o[1] + ny,
-                  d + d * o[2] : d + d * o[2] + nx]
+            boxed[
+                :,
+                c : c + 1,
+                d + d * o[0] : d + d * o[0] + nz,
+                d + d * o[1] : d + d * o[1] + ny,
+                d + d * o[2] : d + d * o[2] + nx,
+            ]
             for c, o in _READS
         ],
         1,
@@ -104,8 +114,9 @@ class MINDExtractor:
 
     name = "mind"
 
-    def __init__(self, radius: int = 1, dilation: int = 2, hu_min: float = -1024.0,
-                 hu_max: float = 3071.0) -> None:
+    def __init__(
+        self, radius: int = 1, dilation: int = 2, hu_min: float = -1024.0, hu_max: float = 3071.0
+    ) -> None:
         self.radius = radius
         self.dilation = dilation
         self.hu_min = hu_min

@@ -47,8 +47,9 @@ HU_RANGE = (-1024.0, 3071.0)
 class ConvModule(nn.Module):
     """conv (+ BN) (+ ReLU), named like mmcv's ConvModule (``conv``, ``bn``)."""
 
-    def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0, norm: bool = True,
-                 relu: bool = True) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel, stride=1, padding=0, norm: bool = True, relu: bool = True
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv3d(cin, cout, kernel, stride, padding, bias=not norm)
         self.bn = nn.BatchNorm3d(cout, eps=1e-5) if norm else None
@@ -62,8 +63,9 @@ class ConvModule(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int],
-                 stride: tuple[int, int, int]) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]
+    ) -> None:
         super().__init__()
         padding = tuple(k // 2 for k in kernel)
         self.conv1 = ConvModule(cin, cout, kernel, stride, padding)
@@ -92,8 +94,9 @@ class ResNet3d18(nn.Module):
 
     @staticmethod
     def _layer(cin: int, cout: int, kernel, stride) -> nn.Sequential:
-        return nn.Sequential(BasicBlock(cin, cout, kernel, stride),
-                             BasicBlock(cout, cout, kernel, (1, 1, 1)))
+        return nn.Sequential(
+            BasicBlock(cin, cout, kernel, stride), BasicBlock(cout, cout, kernel, (1, 1, 1))
+        )
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.layer1(self.conv1(x))
@@ -110,23 +113,27 @@ class FPN3d(nn.Module):
     def __init__(self, in_channels: list[int], out_channels: int) -> None:
         super().__init__()
         self.lateral_convs = nn.ModuleList(
-            ConvModule(c, out_channels, 1, norm=False, relu=False) for c in in_channels)
+            ConvModule(c, out_channels, 1, norm=False, relu=False) for c in in_channels
+        )
         self.fpn_convs = nn.ModuleList(
-            [ConvModule(out_channels, out_channels, 3, 1, 1, norm=False, relu=False)])
+            [ConvModule(out_channels, out_channels, 3, 1, 1, norm=False, relu=False)]
+        )
 
     def forward(self, inputs: list[Tensor]) -> Tensor:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs, strict=True)]
         for i in range(len(laterals) - 1, 0, -1):
             laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
+                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"
+            )
         return self.fpn_convs[0](laterals[0])
 
 
 class SAMNetwork(nn.Module):
     """SAM: backbone + neck (local embedding) + read-out head (global embedding)."""
 
-    def __init__(self, width: int = PUBLISHED_WIDTH,
-                 input_spacing_mm: float = PUBLISHED_INPUT_SPACING_MM) -> None:
+    def __init__(
+        self, width: int = PUBLISHED_WIDTH, input_spacing_mm: float = PUBLISHED_INPUT_SPACING_MM
+    ) -> None:
         super().__init__()
         self.width = width
         self.embedding_dim = 2 * width
@@ -179,8 +186,13 @@ def _z_tiles(nz: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]
 
 
 @torch.no_grad()
-def embed(network: SAMNetwork, hu: Tensor, tile_z: int | None = None, margin: int = 32,
-          autocast_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+def embed(
+    network: SAMNetwork,
+    hu: Tensor,
+    tile_z: int | None = None,
+    margin: int = 32,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
     """SAM embeddings of a (1, 1, Z, Y, X) HU volume on a 2 mm grid.
 
     Args:
@@ -202,8 +214,10 @@ def embed(network: SAMNetwork, hu: Tensor, tile_z: int | None = None, margin: in
         if autocast_dtype is not None and chunk.is_cuda:
             with torch.autocast("cuda", dtype=autocast_dtype):
                 local, glob = network(chunk)
-            return (F.normalize(local.float(), dim=1, eps=1e-6),
-                    F.normalize(glob.float(), dim=1, eps=1e-6))
+            return (
+                F.normalize(local.float(), dim=1, eps=1e-6),
+                F.normalize(glob.float(), dim=1, eps=1e-6),
+            )
         return network(chunk)
 
     if tile_z is None or tile_z + 2 * margin >= nz:
@@ -237,8 +251,14 @@ class SAMExtractor:
     has stride 2, so with a 2 mm working grid its voxels are 4 mm.
     """
 
-    def __init__(self, network: SAMNetwork, device: torch.device | str = "cpu",
-                 tile_z: int | None = None, with_mind: bool = False, mind=None) -> None:
+    def __init__(
+        self,
+        network: SAMNetwork,
+        device: torch.device | str = "cpu",
+        tile_z: int | None = None,
+        with_mind: bool = False,
+        mind=None,
+    ) -> None:
         self.network = network.eval().to(device)
         self.device = torch.device(device)
         self.tile_z = tile_z
@@ -248,10 +268,13 @@ class SAMExtractor:
         self.autocast = torch.float16 if self.device.type == "cuda" else None
 
     def __call__(self, image: Tensor) -> list[FeatureMap]:
-        local, glob = embed(self.network, image.to(self.device), self.tile_z,
-                            autocast_dtype=self.autocast)
-        maps = [FeatureMap(local, LOCAL_STRIDE, "local", True, LOCAL_OFFSET),
-                FeatureMap(glob, GLOBAL_STRIDE, "global", True, GLOBAL_OFFSET)]
+        local, glob = embed(
+            self.network, image.to(self.device), self.tile_z, autocast_dtype=self.autocast
+        )
+        maps = [
+            FeatureMap(local, LOCAL_STRIDE, "local", True, LOCAL_OFFSET),
+            FeatureMap(glob, GLOBAL_STRIDE, "global", True, GLOBAL_OFFSET),
+        ]
         if self.with_mind and self.mind is not None:
             maps.extend(self.mind(image))
         return maps

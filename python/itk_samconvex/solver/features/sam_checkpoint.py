@@ -43,13 +43,15 @@ def resolve_checkpoint_path(path: str | os.PathLike | None) -> Path:
     """The checkpoint path from the argument or the environment; clear error otherwise."""
     chosen = path if path is not None else os.environ.get(ENV_VAR)
     if not chosen:
-        raise InputError(f"features 'sam' need SAM weights and none were given: "
-                         f"{HOW_TO_GET_WEIGHTS}")
+        raise InputError(
+            f"features 'sam' need SAM weights and none were given: {HOW_TO_GET_WEIGHTS}"
+        )
     resolved = Path(chosen).expanduser()
     if not resolved.is_file():
         source = "sam_checkpoint" if path is not None else ENV_VAR
-        raise InputError(f"SAM checkpoint {resolved} (from {source}) does not exist; "
-                         f"{HOW_TO_GET_WEIGHTS}")
+        raise InputError(
+            f"SAM checkpoint {resolved} (from {source}) does not exist; {HOW_TO_GET_WEIGHTS}"
+        )
     return resolved
 
 
@@ -63,15 +65,18 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
             f"({type(error).__name__}: {error}); pass a .pth/.pt file holding a state dict."
         ) from error
     if not isinstance(raw, dict):
-        raise InputError(f"SAM checkpoint {path} holds a {type(raw).__name__}, not a state "
-                         "dict; save model.state_dict().")
+        raise InputError(
+            f"SAM checkpoint {path} holds a {type(raw).__name__}, not a state "
+            "dict; save model.state_dict()."
+        )
     meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
     state = raw.get("state_dict", raw.get("model", raw))
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise InputError(f"SAM checkpoint {path} has no state dict of tensors (keys: "
-                         f"{sorted(raw)[:10]}).")
+        raise InputError(
+            f"SAM checkpoint {path} has no state dict of tensors (keys: {sorted(raw)[:10]})."
+        )
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, meta
 
 
@@ -89,17 +94,19 @@ def layout_diff(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor
     lines: list[str] = []
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
     missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(k for k in set(state) - set(expected)
-                        if not k.startswith(IGNORED_PREFIXES))
-    wrong = sorted(k for k in set(state) & set(expected)
-                   if tuple(state[k].shape) != tuple(expected[k].shape))
+    unexpected = sorted(k for k in set(state) - set(expected) if not k.startswith(IGNORED_PREFIXES))
+    wrong = sorted(
+        k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
     for key in missing:
         lines.append(f"missing key {key} (expected shape {tuple(expected[key].shape)})")
     for key in unexpected:
         lines.append(f"unexpected key {key} (shape {tuple(state[key].shape)})")
     for key in wrong:
-        lines.append(f"wrong shape for {key}: checkpoint {tuple(state[key].shape)}, "
-                     f"expected {tuple(expected[key].shape)}")
+        lines.append(
+            f"wrong shape for {key}: checkpoint {tuple(state[key].shape)}, "
+            f"expected {tuple(expected[key].shape)}"
+        )
     return lines
 
 
@@ -108,8 +115,9 @@ def load_sam(path: str | os.PathLike | None = None) -> SAMNetwork:
     resolved = resolve_checkpoint_path(path)
     state, meta = read_state_dict(resolved)
     width = infer_width(state, meta)
-    spacing = float((meta.get("architecture") or {}).get("input_spacing_mm",
-                                                         PUBLISHED_INPUT_SPACING_MM))
+    spacing = float(
+        (meta.get("architecture") or {}).get("input_spacing_mm", PUBLISHED_INPUT_SPACING_MM)
+    )
     network = SAMNetwork(width, spacing)
     expected = network.state_dict()
     diff = layout_diff(state, expected)
@@ -121,34 +129,15 @@ def load_sam(path: str | os.PathLike | None = None) -> SAMNetwork:
         )
     ignored = sorted(k for k in state if k.startswith(IGNORED_PREFIXES))
     if ignored:
-        logger.info("SAM checkpoint %s: ignoring %d UAE key(s) (%s...)", resolved, len(ignored),
-                    ignored[0])
-    filled = {k: v.float() if v.is_floating_point() else v
-              for k, v in state.items() if k in expected}
+        logger.info(
+            "SAM checkpoint %s: ignoring %d UAE key(s) (%s...)", resolved, len(ignored), ignored[0]
+        )
+    filled = {
+        k: v.float() if v.is_floating_point() else v for k, v in state.items() if k in expected
+    }
     for key in expected:
         if key not in filled:  # an absent num_batches_tracked buffer
             filled[key] = expected[key]
     network.load_state_dict(filled, strict=True)
     logger.info("loaded SAM width %d from %s", width, resolved)
     return network.eval()
-
-
-def save_sam(network: SAMNetwork, path: str | os.PathLike,
-             meta: dict[str, Any] | None = None, **extra: Any) -> None:
-    """Write a checkpoint in the published layout plus our architecture meta (atomic)."""
-    import tempfile
-
-    meta = dict(meta or {})
-    meta["architecture"] = {"name": "sam_r18_i3d_fpn", "width": network.width,
-                            "embedding_dim": network.embedding_dim,
-                            "input_spacing_mm": network.input_spacing_mm}
-    payload = {"state_dict": network.state_dict(), "meta": meta, **extra}
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
-from ..errors import InputError
+from .errors import InputError
 
 __all__ = [
     "dice_per_label",
@@ -60,19 +60,22 @@ def _as_label_array(arr: ArrayLike, name: str) -> np.ndarray:
         return a
     if np.issubdtype(a.dtype, np.floating):
         if not np.all(np.isfinite(a)) or not np.array_equal(a, np.round(a)):
-            raise InputError(f"{name}: label arrays must hold integer ids; got non-integral "
-                             "values. Pass an integer label map (nearest-neighbour warped).")
+            raise InputError(
+                f"{name}: label arrays must hold integer ids; got non-integral "
+                "values. Pass an integer label map (nearest-neighbour warped)."
+            )
         return a.astype(np.int64)
     raise InputError(f"{name}: unsupported label array dtype {a.dtype}; pass integer ids.")
 
 
-def _label_pair(fixed_labels: ArrayLike, warped_labels: ArrayLike) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
+def _label_pair(fixed_labels: ArrayLike, warped_labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     f = _as_label_array(fixed_labels, "fixed_labels")
     w = _as_label_array(warped_labels, "warped_labels")
     if f.shape != w.shape:
-        raise InputError(f"fixed_labels has shape {f.shape} but warped_labels has shape "
-                         f"{w.shape}; resample the warped labels onto the fixed grid first.")
+        raise InputError(
+            f"fixed_labels has shape {f.shape} but warped_labels has shape "
+            f"{w.shape}; resample the warped labels onto the fixed grid first."
+        )
     return f, w
 
 
@@ -87,8 +90,9 @@ def _label_ids(f: np.ndarray, w: np.ndarray, labels: Iterable[int] | None) -> li
 def _spacing3(spacing: Sequence[float]) -> np.ndarray:
     s = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise InputError(f"spacing must be 3 positive numbers in ITK order (x, y, z) mm; "
-                         f"got {spacing!r}.")
+        raise InputError(
+            f"spacing must be 3 positive numbers in ITK order (x, y, z) mm; got {spacing!r}."
+        )
     return s
 
 
@@ -97,8 +101,9 @@ def _direction3(direction: ArrayLike | None) -> np.ndarray:
         return np.eye(3)
     d = np.asarray(direction, dtype=np.float64)
     if d.size != 9:
-        raise InputError(f"direction must be a 3x3 matrix (or 9 numbers, row-major); got "
-                         f"shape {d.shape}.")
+        raise InputError(
+            f"direction must be a 3x3 matrix (or 9 numbers, row-major); got shape {d.shape}."
+        )
     d = d.reshape(3, 3)
     if not np.all(np.isfinite(d)) or abs(np.linalg.det(d)) < 1e-12:
         raise InputError("direction must be a finite, invertible 3x3 matrix.")
@@ -108,8 +113,9 @@ def _direction3(direction: ArrayLike | None) -> np.ndarray:
 def _field_array(field_mm: ArrayLike) -> np.ndarray:
     u = np.asarray(field_mm)
     if u.ndim != 4 or u.shape[-1] != 3:
-        raise InputError(f"field_mm must have shape (Z, Y, X, 3) (physical x, y, z mm per "
-                         f"voxel); got {u.shape}.")
+        raise InputError(
+            f"field_mm must have shape (Z, Y, X, 3) (physical x, y, z mm per voxel); got {u.shape}."
+        )
     return u
 
 
@@ -127,8 +133,9 @@ def _points(points: ArrayLike, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def dice_per_label(fixed_labels: ArrayLike, warped_labels: ArrayLike,
-                   labels: Iterable[int] | None = None) -> dict[int, float]:
+def dice_per_label(
+    fixed_labels: ArrayLike, warped_labels: ArrayLike, labels: Iterable[int] | None = None
+) -> dict[int, float]:
     """Dice overlap ``2 |F ∩ W| / (|F| + |W|)`` per label id.
 
     Args:
@@ -188,8 +195,12 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~eroded
 
 
-def hd95(fixed_labels: ArrayLike, warped_labels: ArrayLike, spacing: Sequence[float],
-         labels: Iterable[int] | None = None) -> dict[int, float]:
+def hd95(
+    fixed_labels: ArrayLike,
+    warped_labels: ArrayLike,
+    spacing: Sequence[float],
+    labels: Iterable[int] | None = None,
+) -> dict[int, float]:
     """95th-percentile symmetric Hausdorff distance (mm) per label, from surface voxels.
 
     Definition used here:
@@ -231,8 +242,10 @@ def hd95(fixed_labels: ArrayLike, warped_labels: ArrayLike, spacing: Sequence[fl
         # the padding is outside both labels, and a clipped side is the true array border, so
         # surfaces and nearest-surface distances are exactly those of the full array.
         nz = np.nonzero(fm | wm)
-        box = tuple(slice(max(int(idx.min()) - 1, 0), min(int(idx.max()) + 2, n))
-                    for idx, n in zip(nz, f.shape, strict=True))
+        box = tuple(
+            slice(max(int(idx.min()) - 1, 0), min(int(idx.max()) + 2, n))
+            for idx, n in zip(nz, f.shape, strict=True)
+        )
         sf = _surface(fm[box])
         sw = _surface(wm[box])
         d_to_w = ndimage.distance_transform_edt(~sw, sampling=sampling)
@@ -262,13 +275,16 @@ def _index_gradient(u: np.ndarray) -> np.ndarray:
 
 def _det3(m: np.ndarray) -> np.ndarray:
     """Determinants of a stack of 3x3 matrices (..., 3, 3), by cofactor expansion."""
-    return (m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
-            - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
-            + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]))
+    return (
+        m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
+        - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
+        + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0])
+    )
 
 
-def jacobian_determinant(field_mm: ArrayLike, spacing: Sequence[float],
-                         direction: ArrayLike | None = None) -> np.ndarray:
+def jacobian_determinant(
+    field_mm: ArrayLike, spacing: Sequence[float], direction: ArrayLike | None = None
+) -> np.ndarray:
     """Determinant of the Jacobian of ``T(p) = p + u(p)`` in physical space, per voxel.
 
     Derivatives of ``u`` along the index axes use central differences inside and one-sided
@@ -301,7 +317,7 @@ def jacobian_determinant(field_mm: ArrayLike, spacing: Sequence[float],
         # slab identical to those of the whole field.
         lo, hi = max(z0 - 1, 0), min(z1 + 1, nz)
         block = np.asarray(u[lo:hi], dtype=np.float64)
-        jac = _index_gradient(block)[z0 - lo:z0 - lo + (z1 - z0)] @ a_inv
+        jac = _index_gradient(block)[z0 - lo : z0 - lo + (z1 - z0)] @ a_inv
         jac[..., 0, 0] += 1.0
         jac[..., 1, 1] += 1.0
         jac[..., 2, 2] += 1.0
@@ -309,8 +325,9 @@ def jacobian_determinant(field_mm: ArrayLike, spacing: Sequence[float],
     return det
 
 
-def jacobian_stats(det: ArrayLike, mask: ArrayLike | None = None,
-                   crop: int = 0) -> dict[str, float]:
+def jacobian_stats(
+    det: ArrayLike, mask: ArrayLike | None = None, crop: int = 0
+) -> dict[str, float]:
     """Summary statistics of a Jacobian determinant map.
 
     Args:
@@ -351,8 +368,14 @@ def jacobian_stats(det: ArrayLike, mask: ArrayLike | None = None,
     values = d.reshape(-1) if m is None else d[m]
     if values.size == 0:
         nan = float("nan")
-        return {"sdlogj": nan, "sdlogj_l2r": nan, "percent_nonpositive": nan,
-                "min": nan, "max": nan, "mean": nan}
+        return {
+            "sdlogj": nan,
+            "sdlogj_l2r": nan,
+            "percent_nonpositive": nan,
+            "min": nan,
+            "max": nan,
+            "mean": nan,
+        }
     return {
         "sdlogj": float(np.log(np.clip(values, *_LOG_CLIP)).std()),
         "sdlogj_l2r": float(np.log(np.clip(values + _L2R_OFFSET, *_LOG_CLIP)).std()),
@@ -368,8 +391,11 @@ def jacobian_stats(det: ArrayLike, mask: ArrayLike | None = None,
 # ---------------------------------------------------------------------------------------------
 
 
-def tre(fixed_points_mm: ArrayLike, moving_points_mm: ArrayLike,
-        transform_points: Callable[[np.ndarray], ArrayLike]) -> np.ndarray:
+def tre(
+    fixed_points_mm: ArrayLike,
+    moving_points_mm: ArrayLike,
+    transform_points: Callable[[np.ndarray], ArrayLike],
+) -> np.ndarray:
     """Target registration error per landmark pair, mm.
 
     Args:
@@ -390,12 +416,13 @@ def tre(fixed_points_mm: ArrayLike, moving_points_mm: ArrayLike,
     pf = _points(fixed_points_mm, "fixed_points_mm")
     pm = _points(moving_points_mm, "moving_points_mm")
     if pf.shape != pm.shape:
-        raise InputError(f"fixed_points_mm {pf.shape} and moving_points_mm {pm.shape} must "
-                         "have the same number of landmarks.")
+        raise InputError(
+            f"fixed_points_mm {pf.shape} and moving_points_mm {pm.shape} must "
+            "have the same number of landmarks."
+        )
     mapped = np.asarray(transform_points(pf.copy()), dtype=np.float64)
     if mapped.shape != pf.shape:
-        raise InputError(f"transform_points returned shape {mapped.shape}; expected "
-                         f"{pf.shape}.")
+        raise InputError(f"transform_points returned shape {mapped.shape}; expected {pf.shape}.")
     return np.linalg.norm(mapped - pm, axis=1)
 
 
@@ -412,8 +439,13 @@ def tre_identity(fixed_points_mm: ArrayLike, moving_points_mm: ArrayLike) -> np.
     return tre(fixed_points_mm, moving_points_mm, lambda p: p)
 
 
-def sample_field(field_mm: ArrayLike, spacing: Sequence[float], origin: Sequence[float],
-                 direction: ArrayLike | None, points_mm: ArrayLike) -> np.ndarray:
+def sample_field(
+    field_mm: ArrayLike,
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: ArrayLike | None,
+    points_mm: ArrayLike,
+) -> np.ndarray:
     """Trilinear interpolation of a displacement field at physical points.
 
     The continuous index of a point is ``inv(direction @ diag(spacing)) @ (p - origin)`` in
@@ -444,6 +476,7 @@ def sample_field(field_mm: ArrayLike, spacing: Sequence[float], origin: Sequence
     coords = index_xyz[::-1]  # rows k, j, i -> array axes (z, y, x)
     out = np.empty((p.shape[0], 3), dtype=np.float64)
     for c in range(3):
-        out[:, c] = ndimage.map_coordinates(np.asarray(u[..., c], dtype=np.float64), coords,
-                                            order=1, mode="nearest")
+        out[:, c] = ndimage.map_coordinates(
+            np.asarray(u[..., c], dtype=np.float64), coords, order=1, mode="nearest"
+        )
     return out

@@ -11,9 +11,10 @@ Keys per pair:
 * ``initial_transform``: fixed->moving pre-alignment file (ITK transform or elastix
   ``TransformParameters.*.txt``), or the word ``elastix-affine`` to run an itk-elastix affine
   registration first.
-* ``fixed_landmarks``, ``moving_landmarks``: CSV files of corresponding points, one point per
-  row, ``x,y,z`` in LPS millimetres (a header row is allowed); row ``i`` of one file
-  corresponds to row ``i`` of the other. Adds the target registration error to the report.
+* ``fixed_landmarks``, ``moving_landmarks``: landmark files of corresponding points (the one
+  reader, ``edge.io.landmarks``: ``x,y,z`` in LPS mm, row ``i`` of one file matches row ``i``
+  of the other). Adds the target registration error to the report.
+* ``label_names``: a label id -> name table (JSON or CSV) for the report and the QC.
 * ``output``: the pair's folder name inside the output folder (default
   ``<fixed stem>__<moving stem>``); names must be unique.
 * any :class:`~itk_samconvex.config.SAMConvexConfig` field (e.g. ``io_iterations``): a
@@ -38,25 +39,45 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..solver.config import SAMConvexConfig, preset_config
-from ..errors import InputError
+from ...edge.io import read_landmarks
+from ...errors import InputError
+from ...solver.config import SAMConvexConfig, parse_toml_value, preset_config
+from ..pair import ELASTIX_AFFINE, PairFiles
 
 #: Keys holding paths, in the order they are reported.
-PATH_KEYS = ("fixed", "moving", "fixed_labels", "moving_labels", "fixed_mask", "moving_mask",
-             "initial_transform", "fixed_landmarks", "moving_landmarks")
+PATH_KEYS = (
+    "fixed",
+    "moving",
+    "fixed_labels",
+    "moving_labels",
+    "fixed_mask",
+    "moving_mask",
+    "initial_transform",
+    "fixed_landmarks",
+    "moving_landmarks",
+    "label_names",
+)
 #: Keys that are neither paths nor registration parameters.
 OTHER_KEYS = ("output",)
 #: Columns accepted and ignored (free text for the user).
 IGNORED_KEYS = ("notes", "comment")
-#: ``initial_transform`` value that asks for an itk-elastix affine pre-alignment per pair.
-ELASTIX_AFFINE = "elastix-affine"
 #: Names a pair's output folder may not take (used by the batch runner itself).
 RESERVED_NAMES = ("failures", "summary.csv", "summary.json")
 
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".hdr", ".img",
-                   ".img.gz", ".tif", ".tiff", ".dcm")
+_IMAGE_SUFFIXES = (
+    ".nii.gz",
+    ".nii",
+    ".mha",
+    ".mhd",
+    ".nrrd",
+    ".nhdr",
+    ".hdr",
+    ".img",
+    ".img.gz",
+    ".tif",
+    ".tiff",
+    ".dcm",
+)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _CONFIG_FIELDS = {f.name for f in fields(SAMConvexConfig)}
 
@@ -85,6 +106,7 @@ class PairSpec:
     initial_transform: str | None = None
     fixed_landmarks: str | None = None
     moving_landmarks: str | None = None
+    label_names: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     where: str = ""
 
@@ -95,6 +117,10 @@ class PairSpec:
     def inputs(self) -> dict[str, str]:
         """The given input paths by key (for reports)."""
         return {key: getattr(self, key) for key in PATH_KEYS if getattr(self, key) is not None}
+
+    def files(self) -> PairFiles:
+        """The pair's input files, as ``register`` takes them."""
+        return PairFiles(**{key: getattr(self, key) for key in PATH_KEYS})
 
 
 class ManifestError(InputError):
@@ -108,16 +134,19 @@ class ManifestError(InputError):
         self.source = source
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"manifest {source} has {len(self.problems)} problem(s); fix them and "
-                         f"run again:\n{lines}")
+        super().__init__(
+            f"manifest {source} has {len(self.problems)} problem(s); fix them and "
+            f"run again:\n{lines}"
+        )
 
 
 # ------------------------------------------------------------------------------------------
 # reading
 
 
-def read_manifest_rows(path: str | os.PathLike) -> tuple[list[tuple[str, dict[str, Any]]],
-                                                          list[str]]:
+def read_manifest_rows(
+    path: str | os.PathLike,
+) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """Raw rows of a CSV or JSON manifest.
 
     Args:
@@ -154,22 +183,29 @@ def _csv_rows(text: str) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
                 problems.append(
                     f"line {line_number} (header): missing required column(s) "
                     f"{', '.join(repr(c) for c in missing)}; the header must name at least "
-                    "'fixed,moving' (optional: " + ", ".join(PATH_KEYS[2:] + OTHER_KEYS) +
-                    ", and registration parameters)")
+                    "'fixed,moving' (optional: "
+                    + ", ".join(PATH_KEYS[2:] + OTHER_KEYS)
+                    + ", and registration parameters)"
+                )
             duplicated = sorted({c for c in header if header.count(c) > 1})
             if duplicated:
-                problems.append(f"line {line_number} (header): column(s) {duplicated} appear "
-                                "more than once; keep one of each")
+                problems.append(
+                    f"line {line_number} (header): column(s) {duplicated} appear "
+                    "more than once; keep one of each"
+                )
             continue
         if len(cells) > len(header):
-            problems.append(f"line {line_number}: {len(cells)} cells but the header has "
-                            f"{len(header)} columns; quote cells that contain commas")
+            problems.append(
+                f"line {line_number}: {len(cells)} cells but the header has "
+                f"{len(header)} columns; quote cells that contain commas"
+            )
             continue
         row = {key: cell.strip() for key, cell in zip(header, cells, strict=False)}
         rows.append((f"line {line_number}", {k: v for k, v in row.items() if v != ""}))
     if header is None:
-        problems.append("the file is empty; write a header line 'fixed,moving' and one line "
-                        "per pair")
+        problems.append(
+            "the file is empty; write a header line 'fixed,moving' and one line per pair"
+        )
     return rows, problems
 
 
@@ -185,62 +221,25 @@ def _json_rows(text: str) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
             return [], ["'defaults' must be an object of keys shared by every pair"]
         unknown = sorted(set(data) - {"pairs", "defaults"})
         if unknown or "pairs" not in data:
-            return [], ["a JSON object manifest must look like {\"pairs\": [...], "
-                        "\"defaults\": {...}}" + (f"; unknown key(s) {unknown}" if unknown
-                                                 else "; 'pairs' is missing")]
+            return [], [
+                'a JSON object manifest must look like {"pairs": [...], '
+                '"defaults": {...}}'
+                + (f"; unknown key(s) {unknown}" if unknown else "; 'pairs' is missing")
+            ]
         data = data["pairs"]
     if not isinstance(data, list):
-        return [], ["the JSON manifest must be a list of pair objects (or {\"pairs\": [...]})"]
+        return [], ['the JSON manifest must be a list of pair objects (or {"pairs": [...]})']
     rows: list[tuple[str, dict[str, Any]]] = []
     problems: list[str] = []
     for index, item in enumerate(data):
         if not isinstance(item, dict):
-            problems.append(f"pairs[{index}]: is {type(item).__name__}, not an object with "
-                            "'fixed' and 'moving'")
+            problems.append(
+                f"pairs[{index}]: is {type(item).__name__}, not an object with 'fixed' and 'moving'"
+            )
             continue
         merged = {**defaults, **item}
         rows.append((f"pairs[{index}]", {k: v for k, v in merged.items() if v is not None}))
     return rows, problems
-
-
-def read_landmarks(path: str | os.PathLike) -> np.ndarray:
-    """Read a landmark CSV file: one point per row, ``x,y,z`` in LPS mm.
-
-    A first row that is not numeric (a header) is skipped; so are blank lines and lines
-    starting with ``#``. Extra columns after the first three are ignored.
-
-    Args:
-        path: the CSV file.
-
-    Returns:
-        (N, 3) float64 array of LPS points in mm.
-
-    Raises:
-        InputError: unreadable file, non-numeric values, fewer than 3 columns, or no points.
-    """
-    points: list[list[float]] = []
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            for number, cells in enumerate(csv.reader(handle), start=1):
-                if not cells or not "".join(cells).strip() or cells[0].lstrip().startswith("#"):
-                    continue
-                try:
-                    values = [float(c) for c in cells[:3]]
-                except ValueError:
-                    if not points and number == 1:
-                        continue  # header
-                    raise InputError(f"landmark file {path} line {number}: {cells[:3]} are not "
-                                     "numbers; write x,y,z in mm per line") from None
-                if len(values) < 3:
-                    raise InputError(f"landmark file {path} line {number}: needs 3 values "
-                                     "x,y,z (LPS mm)")
-                points.append(values)
-    except OSError as error:
-        raise InputError(f"landmark file {path} cannot be read ({error.strerror})") from error
-    if not points:
-        raise InputError(f"landmark file {path} holds no points; write one x,y,z line per "
-                         "landmark")
-    return np.asarray(points, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------
@@ -256,9 +255,7 @@ def parse_cell(text: str) -> Any:
         return False
     if lowered in ("none", "null"):
         return None
-    from ..cli import _parse_value
-
-    return _parse_value(text.strip())
+    return parse_toml_value(text.strip())
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -351,8 +348,11 @@ def load_pairs(
             where = f"pairs[{index}]"
             if isinstance(item, PairSpec):
                 where = item.where or where
-                item = {**{k: getattr(item, k) for k in PATH_KEYS}, "output": item.name,
-                        **item.overrides}
+                item = {
+                    **{k: getattr(item, k) for k in PATH_KEYS},
+                    "output": item.name,
+                    **item.overrides,
+                }
             if not isinstance(item, Mapping):
                 problems.append(f"{where}: is {type(item).__name__}, not a mapping or PairSpec")
                 continue
@@ -362,8 +362,9 @@ def load_pairs(
         problems.append("lists no pairs; add one row per pair (fixed, moving)")
     pairs: list[PairSpec] = []
     for where, row in rows:
-        pair = _check_row(where, row, folder, base_config, check_files,
-                          default_initial_transform, problems)
+        pair = _check_row(
+            where, row, folder, base_config, check_files, default_initial_transform, problems
+        )
         if pair is not None:
             pairs.append(pair)
     seen: dict[str, list[str]] = {}
@@ -372,18 +373,26 @@ def load_pairs(
     for pair in pairs:
         where = seen.get(pair.name.lower(), [])
         if len(where) > 1:
-            problems.append(f"{', '.join(where)}: output name {pair.name!r} is used by "
-                            f"{len(where)} pairs (names are compared ignoring case); give each "
-                            "pair a unique 'output' value")
+            problems.append(
+                f"{', '.join(where)}: output name {pair.name!r} is used by "
+                f"{len(where)} pairs (names are compared ignoring case); give each "
+                "pair a unique 'output' value"
+            )
             seen.pop(pair.name.lower())
     if problems:
         raise ManifestError(label, problems)
     return pairs
 
 
-def _check_row(where: str, row: dict[str, Any], folder: Path, base: SAMConvexConfig,
-               check_files: bool, default_initial: str | None,
-               problems: list[str]) -> PairSpec | None:
+def _check_row(
+    where: str,
+    row: dict[str, Any],
+    folder: Path,
+    base: SAMConvexConfig,
+    check_files: bool,
+    default_initial: str | None,
+    problems: list[str],
+) -> PairSpec | None:
     start = len(problems)
     known = set(PATH_KEYS) | set(OTHER_KEYS) | set(IGNORED_KEYS) | _CONFIG_FIELDS
     unknown = sorted(set(row) - known)
@@ -391,7 +400,8 @@ def _check_row(where: str, row: dict[str, Any], folder: Path, base: SAMConvexCon
         problems.append(
             f"{where}: unknown key(s) {unknown}: neither a pair field ({', '.join(PATH_KEYS)}, "
             "output) nor a registration parameter (see `samconvex config`); fix the spelling "
-            "or remove them")
+            "or remove them"
+        )
     if default_initial and "initial_transform" not in row:
         row = {**row, "initial_transform": default_initial}
     paths: dict[str, str] = {}
@@ -410,23 +420,30 @@ def _check_row(where: str, row: dict[str, Any], folder: Path, base: SAMConvexCon
         path = path if path.is_absolute() else folder / path
         paths[key] = str(path)
         if check_files and not path.is_file():
-            problems.append(f"{where}: {key} file {path} does not exist; check the path "
-                            f"(relative paths are relative to {folder})")
+            problems.append(
+                f"{where}: {key} file {path} does not exist; check the path "
+                f"(relative paths are relative to {folder})"
+            )
     for key in ("fixed", "moving"):
         if key not in row:
-            problems.append(f"{where}: '{key}' is missing; every pair needs a fixed and a "
-                            "moving image")
+            problems.append(
+                f"{where}: '{key}' is missing; every pair needs a fixed and a moving image"
+            )
     if ("fixed_landmarks" in paths) != ("moving_landmarks" in paths):
-        problems.append(f"{where}: landmarks need both fixed_landmarks and moving_landmarks "
-                        "(corresponding rows); give both or neither")
+        problems.append(
+            f"{where}: landmarks need both fixed_landmarks and moving_landmarks "
+            "(corresponding rows); give both or neither"
+        )
     elif "fixed_landmarks" in paths and check_files and len(problems) == start:
         try:
             count_f = len(read_landmarks(paths["fixed_landmarks"]))
             count_m = len(read_landmarks(paths["moving_landmarks"]))
             if count_f != count_m:
-                problems.append(f"{where}: fixed_landmarks has {count_f} points but "
-                                f"moving_landmarks has {count_m}; row i of one must match row "
-                                "i of the other")
+                problems.append(
+                    f"{where}: fixed_landmarks has {count_f} points but "
+                    f"moving_landmarks has {count_m}; row i of one must match row "
+                    "i of the other"
+                )
         except InputError as error:
             problems.append(f"{where}: {error}")
     overrides: dict[str, Any] = {}
@@ -434,8 +451,9 @@ def _check_row(where: str, row: dict[str, Any], folder: Path, base: SAMConvexCon
         try:
             overrides[key] = _coerce_override(key, row[key])
         except InputError as error:
-            problems.append(f"{where}: {error}; use a value like the preset's "
-                            f"({getattr(base, key)!r})")
+            problems.append(
+                f"{where}: {error}; use a value like the preset's ({getattr(base, key)!r})"
+            )
     if overrides and len(problems) == start:
         try:
             base.replace(**overrides)
@@ -447,15 +465,26 @@ def _check_row(where: str, row: dict[str, Any], folder: Path, base: SAMConvexCon
     elif name is not None:
         name = str(name).strip()
         if not _SAFE_NAME.match(name) or name in (".", ".."):
-            problems.append(f"{where}: output {name!r} is not a plain folder name; use letters, "
-                            "digits and . _ + - (no slashes, not starting with a dot)")
+            problems.append(
+                f"{where}: output {name!r} is not a plain folder name; use letters, "
+                "digits and . _ + - (no slashes, not starting with a dot)"
+            )
     if name is not None and name.lower() in RESERVED_NAMES:
-        problems.append(f"{where}: output {name!r} is reserved for the batch runner; choose "
-                        "another 'output' value")
+        problems.append(
+            f"{where}: output {name!r} is reserved for the batch runner; choose "
+            "another 'output' value"
+        )
     if len(problems) > start:
         return None
     return PairSpec(name=name, overrides=overrides, where=where, **paths)
 
 
-__all__ = ["ELASTIX_AFFINE", "ManifestError", "PairSpec", "default_name", "load_pairs",
-           "parse_cell", "read_landmarks", "read_manifest_rows"]
+__all__ = [
+    "ELASTIX_AFFINE",
+    "ManifestError",
+    "PairSpec",
+    "default_name",
+    "load_pairs",
+    "parse_cell",
+    "read_manifest_rows",
+]
