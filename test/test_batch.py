@@ -465,3 +465,105 @@ def test_extractor_is_cached_per_feature_setting():
     first = cached_extractor(cfg)
     assert cached_extractor(cfg.replace(io_iterations=3)) is first
     assert cached_extractor(cfg.replace(mind_radius=2)) is not first
+
+
+# ------------------------------------------------------------------------------------------
+# one scorer: register, batch and evaluate agree
+
+
+def _scores_of_report(report: dict) -> dict:
+    evaluation = report["evaluation"]
+    labels = evaluation["labels"]
+    return {
+        "dice": {k: v["dice_after"] for k, v in labels["per_label"].items()},
+        "dice_before_initial": labels["mean"]["dice_before_initial"],
+        "dice_before_identity": labels["mean"]["dice_before_identity"],
+        "tre": evaluation["landmarks"]["per_landmark_mm"]["after"],
+        "tre_before_initial": evaluation["landmarks"]["tre_mm_before_initial"]["mean"],
+    }
+
+
+def test_register_batch_and_evaluate_report_the_same_scores(inputs, client, tmp_path):
+    """Same pair, same transform file: every command gives the same Dice and TRE (one scorer,
+    one landmark reader, the same three states)."""
+    folder = inputs["folder"]
+    shift = itk.TranslationTransform[itk.D, 3].New()
+    shift.SetOffset([3.0, -2.0, 1.0])
+    initial = tmp_path / "initial.tfm"
+    itk.transformwrite([shift], str(initial))
+    # the landmark files in a second convention the one reader must also accept: a header
+    # naming the columns, an index column first
+    for name in ("fixed_landmarks0.csv", "moving_landmarks0.csv"):
+        points = np.loadtxt(folder / name, delimiter=",", skiprows=1)
+        rows = "\n".join(f"{i},{p[0]},{p[1]},{p[2]}" for i, p in enumerate(points))
+        (tmp_path / name).write_text(f"id,x,y,z\n{rows}\n")
+    files = {
+        "fixed": folder / "fixed0.nii.gz",
+        "moving": folder / "moving0.nii.gz",
+        "fixed_labels": folder / "fixed_labels0.nii.gz",
+        "moving_labels": folder / "moving_labels0.nii.gz",
+        "fixed_landmarks": tmp_path / "fixed_landmarks0.csv",
+        "moving_landmarks": tmp_path / "moving_landmarks0.csv",
+    }
+    # samconvex register
+    out = tmp_path / "register"
+    argv = [
+        "register",
+        str(files["fixed"]),
+        str(files["moving"]),
+        "-o",
+        str(out),
+        "--no-qc",
+        "--preset",
+        "fast",
+        "--set",
+        "working_spacing_mm=8",
+        "--set",
+        "io_iterations=5",
+        "--initial-transform",
+        str(initial),
+        "-q",
+    ]
+    for key in ("fixed_labels", "moving_labels", "fixed_landmarks", "moving_landmarks"):
+        argv += [f"--{key.replace('_', '-')}", str(files[key])]
+    assert main(argv) == 0
+    registered = _scores_of_report(json.loads((out / "report.json").read_text()))
+    # samconvex batch on the same pair
+    row = {k: str(v) for k, v in files.items()}
+    row.update(output="pair", initial_transform=str(initial), **FAST)
+    summary = register_many(
+        write_csv(tmp_path / "pairs.csv", [row]),
+        client,
+        preset="fast",
+        output_dir=tmp_path / "batch",
+        progress=False,
+        qc=False,
+    )
+    batched_report = json.loads((tmp_path / "batch" / "pair" / "report.json").read_text())
+    batched = _scores_of_report(batched_report)
+    assert (
+        summary["pair"]["dice_mean_after"]
+        == batched_report["evaluation"]["labels"]["mean"]["dice_after"]
+    )
+    assert summary["pair"]["tre_mean_after_mm"] == pytest.approx(np.mean(batched["tre"]), abs=1e-12)
+    # samconvex evaluate on each command's own transform file
+    for folder_out, scores in ((out, registered), (tmp_path / "batch" / "pair", batched)):
+        prefix = folder_out / "evaluation"
+        argv = [
+            "evaluate",
+            str(files["fixed"]),
+            str(folder_out / "transform.h5"),
+            "--initial-transform",
+            str(initial),
+            "-o",
+            str(prefix),
+            "-q",
+        ]
+        for key in ("fixed_labels", "moving_labels", "fixed_landmarks", "moving_landmarks"):
+            argv += [f"--{key.replace('_', '-')}", str(files[key])]
+        assert main(argv) == 0
+        evaluated = json.loads(prefix.with_suffix(".json").read_text())
+        assert _scores_of_report({"evaluation": evaluated}) == scores
+    # the pre-alignment states do not depend on the registration at all
+    for key in ("dice_before_initial", "dice_before_identity", "tre_before_initial"):
+        assert registered[key] == batched[key]

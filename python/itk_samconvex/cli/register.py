@@ -183,9 +183,11 @@ def run(args: argparse.Namespace) -> int:
         )
     from ..apps.outputs import refuse_existing
     from ..apps.pair import pair_output_paths
-    from ..edge.io import output_folder, refuse_inputs
+    from ..edge.io import output_folder, refuse_inputs, remove_stale_temps
 
     out = Path(args.output)
+    if out.is_dir():
+        remove_stale_temps(out)  # a killed run's temporaries, even if this run is refused
     paths = pair_output_paths(files, out, qc=not args.no_qc, write_field=args.write_field)
     inputs = [*files.paths(), args.config]
     refuse_existing(paths, args.overwrite)

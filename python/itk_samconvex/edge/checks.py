@@ -22,8 +22,9 @@ from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-#: Fewer distinct values than this (in a sample) looks like a label map or a mask.
-MIN_DISTINCT_VALUES = 32
+#: Fewer distinct integer values than this (in a sample of 200 000 voxels) looks like a label
+#: map or a mask (multi-organ maps hold up to ~120 labels; a CT holds thousands of HU values).
+MIN_DISTINCT_VALUES = 300
 #: A CT spans at least this many HU between its 1st and 99th percentiles.
 MIN_HU_SPREAD = 150.0
 #: Lowest plausible 1st percentile of a CT (below: not HU, e.g. a shifted scale).

@@ -36,8 +36,8 @@ from .space import (
     as_float_image,
     check_image,
     foreground_box,
+    matrix_like,
     sample_image,
-    set_matrix_values,
 )
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def alignment_score(fixed: CoarseImage, moving_smooth, transform) -> AlignmentSc
 def affine_from_matrix(matrix: np.ndarray, offset: np.ndarray):
     """``itk.AffineTransform[itk.D, 3]`` with ``T(x) = matrix @ x + offset`` (LPS mm)."""
     transform = itk_classes.affine_transform().New()
-    transform.SetMatrix(set_matrix_values(transform.GetMatrix(), np.asarray(matrix)))
+    transform.SetMatrix(matrix_like(transform.GetMatrix(), np.asarray(matrix)))
     transform.SetTranslation([float(v) for v in offset])
     return transform
 

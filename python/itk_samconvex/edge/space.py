@@ -112,21 +112,31 @@ def matrix_values(matrix) -> np.ndarray:
     return np.array([[vnl.get(i, j) for j in range(3)] for i in range(3)], dtype=np.float64)
 
 
-def set_matrix_values(matrix, values: np.ndarray):
-    """Fill an ``itk.Matrix`` (3x3) from an array; returns it."""
-    vnl = matrix.GetVnlMatrix()
+def matrix_like(template, values: np.ndarray):
+    """A new ``itk.Matrix`` of ``template``'s type (3x3) holding ``values`` (the vnl matrix
+    an ``itk.Matrix`` returns is a copy, so it is filled and wrapped again)."""
+    vnl = template.GetVnlMatrix()
     for i in range(3):
         for j in range(3):
             vnl.put(i, j, float(values[i, j]))
-    return matrix
+    return type(template)(vnl)
+
+
+class _ImageBuffer:
+    """An image's buffer with the image attached: the base of :func:`array_view`'s array."""
+
+    def __init__(self, view: np.ndarray, image) -> None:
+        self.__array_interface__ = view.__array_interface__
+        self._view, self._image = view, image
 
 
 def array_view(image) -> np.ndarray:
     """The voxels of an ITK image as a numpy view: (Z, Y, X) or (Z, Y, X, components).
 
-    The view shares the image's buffer; keep the image alive while using it.
+    The view shares the image's buffer and keeps the image alive (``itk.array_view_from_image``
+    alone does not: a view of a temporary image would read freed memory).
     """
-    return itk.array_view_from_image(image)
+    return np.asarray(_ImageBuffer(itk.array_view_from_image(image), image))
 
 
 # ------------------------------------------------------------------------------------------
