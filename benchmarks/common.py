@@ -305,11 +305,3 @@ def score(reference: Reference, field_mm: np.ndarray) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- misc
-
-
-def read_points_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(fixed, moving) (N, 3) LPS mm arrays from a landmark CSV written by simulated_lung."""
-    data = np.genfromtxt(path, delimiter=",", names=True)
-    fixed = np.stack([data["fixed_x"], data["fixed_y"], data["fixed_z"]], axis=1)
-    moving = np.stack([data["moving_x"], data["moving_y"], data["moving_z"]], axis=1)
-    return fixed.astype(np.float64), moving.astype(np.float64)

@@ -42,8 +42,9 @@ The deformation ``u`` (all numbers are defaults of :class:`SimulationParameters`
 Landmarks: ``n_landmarks`` fixed voxel centres inside the fixed lungs (at least 4 mm from
 their surface) on distinctive structure (top 20 % of the local intensity standard deviation),
 picked in seeded random order at least ``landmark_spacing_mm`` apart; their moving positions
-are ``x + u(x)`` exactly. Written as CSV (``fixed_x, fixed_y, fixed_z, moving_x, moving_y,
-moving_z``, LPS mm).
+are ``x + u(x)`` exactly. Written as two landmark files in the package's convention
+(``fixed_landmarks.csv``, ``moving_landmarks.csv``: ``x,y,z`` LPS mm, row ``i`` matches), so
+``samconvex register``/``evaluate`` read them as they are.
 
 CLI::
 
@@ -459,6 +460,65 @@ def simulate_lung_pair(
     )
 
 
+def reversed_pair(pair: SimulatedLungPair, iterations: int = 30) -> SimulatedLungPair:
+    """The same motion the other way: fixed = the source scan (exhale-like), moving = the
+    simulated inhale-like image.
+
+    The truth is the inverse displacement on the source grid, ``v(y)`` with
+    ``y + v(y) = x`` where ``x + u(x) = y``, found by the fixed-point iteration
+    ``v <- -u(y + v)`` (trilinear samples of ``u``). Where ``y + v(y)`` leaves the simulated
+    image's grid (the source beyond its crop) there is no truth: the body mask excludes it.
+    Landmarks swap roles.
+    """
+    from itk_samconvex.edge.space import Grid, array_view
+    from itk_samconvex.metrics import sample_field
+
+    fixed_grid, source_grid = Grid.of(pair.fixed), Grid.of(pair.moving)
+    hu = np.asarray(array_view(pair.moving), dtype=np.float64)
+    matrix = source_grid.index_to_physical
+    k, j, i = np.meshgrid(
+        *(np.arange(n, dtype=np.float64) for n in source_grid.shape), indexing="ij"
+    )
+    points = (np.stack([i, j, k, np.ones_like(i)], -1).reshape(-1, 4) @ matrix.T)[:, :3]
+    v = np.zeros_like(points)
+    for _ in range(iterations):
+        v = -sample_field(
+            pair.truth,
+            fixed_grid.spacing,
+            fixed_grid.origin,
+            fixed_grid.direction_matrix,
+            points + v,
+        )
+    # y + v(y) + u(y + v(y)) - y: zero where the inverse is exact
+    residual = v + sample_field(
+        pair.truth, fixed_grid.spacing, fixed_grid.origin, fixed_grid.direction_matrix, points + v
+    )
+    inverse = v.reshape(*source_grid.shape, 3).astype(np.float32)
+    index = (points + v - np.asarray(fixed_grid.origin)) / np.asarray(fixed_grid.spacing)
+    inside = np.all((index > 0) & (index < np.asarray(fixed_grid.size) - 1), axis=1)
+    converged = np.linalg.norm(residual, axis=1) < 0.05
+    _, body = lung_and_body_masks(hu, float(np.prod(source_grid.spacing)) / 1000.0)
+    valid = (inside & converged).reshape(source_grid.shape)
+    info = {
+        **pair.info,
+        "direction": "fixed exhale (source), moving inhale (simulated)",
+        "inverse_valid_fraction_of_body": float(valid[body].mean()),
+        "inverse_iterations": iterations,
+    }
+    return SimulatedLungPair(
+        fixed=pair.moving,
+        moving=pair.fixed,
+        fixed_labels=pair.moving_labels,
+        moving_labels=pair.fixed_labels,
+        truth=inverse,
+        body_mask=body & valid,
+        lung_region=np.asarray(array_view(pair.moving_labels)) > 0,
+        fixed_points=pair.moving_points,
+        moving_points=pair.fixed_points,
+        info=info,
+    )
+
+
 # ------------------------------------------------------------------------------- files
 
 FILES = {
@@ -468,21 +528,21 @@ FILES = {
     "moving_labels": "moving_lungmask.nii.gz",
     "truth": "truth_field.nii.gz",
     "body_mask": "fixed_bodymask.nii.gz",
-    "landmarks": "landmarks.csv",
+    "fixed_landmarks": "fixed_landmarks.csv",
+    "moving_landmarks": "moving_landmarks.csv",
     "info": "info.json",
 }
 
 
-def write_points_csv(path: Path, fixed_points: np.ndarray, moving_points: np.ndarray) -> None:
-    """Landmark pairs as CSV: id, fixed_x, fixed_y, fixed_z, moving_x, moving_y, moving_z (mm)."""
-    lines = ["id,fixed_x,fixed_y,fixed_z,moving_x,moving_y,moving_z"]
-    for index, (p, q) in enumerate(zip(fixed_points, moving_points, strict=True)):
-        lines.append(f"{index}," + ",".join(f"{v:.17g}" for v in (*p, *q)))
+def write_points_csv(path: Path, points: np.ndarray) -> None:
+    """Landmarks in the package's convention (``edge.io.landmarks``): ``x,y,z`` LPS mm per
+    line, row ``i`` of the fixed file matching row ``i`` of the moving file."""
+    lines = ["x,y,z", *(",".join(f"{v:.17g}" for v in p) for p in points)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_pair(pair: SimulatedLungPair, folder: str | Path) -> Path:
-    """Write the pair: images/masks/truth as .nii.gz, landmarks.csv, info.json."""
+    """Write the pair: images/masks/truth as .nii.gz, the landmark files, info.json."""
     import itk
 
     from itk_samconvex.edge.space import Grid, scalar_image, vector_image
@@ -502,7 +562,8 @@ def write_pair(pair: SimulatedLungPair, folder: str | Path) -> Path:
         str(folder / FILES["body_mask"]),
         compression=True,
     )
-    write_points_csv(folder / FILES["landmarks"], pair.fixed_points, pair.moving_points)
+    write_points_csv(folder / FILES["fixed_landmarks"], pair.fixed_points)
+    write_points_csv(folder / FILES["moving_landmarks"], pair.moving_points)
     (folder / FILES["info"]).write_text(json.dumps(pair.info, indent=2) + "\n", encoding="utf-8")
     return folder
 

@@ -190,15 +190,24 @@ def load_manifest_case(
     )
 
 
-def simulated_case(source: Path, seed: int, work: Path) -> Case:
-    """Generate the simulated lung pair (``simulated_lung.py``) into the work folder."""
+def simulated_case(
+    source: Path, seed: int, work: Path, diaphragm_mm: float = 20.0, reverse: bool = False
+) -> Case:
+    """Generate a simulated lung pair (``simulated_lung.py``) into the work folder.
+
+    ``reverse``: fixed = the source (exhale-like), moving = the simulated inhale-like image.
+    """
     import itk
 
-    from simulated_lung import simulate_lung_pair, write_pair
+    from simulated_lung import SimulationParameters, reversed_pair, simulate_lung_pair, write_pair
 
-    case_id = f"simulated_lung_seed{seed}"
+    direction = "exhale_to_inhale" if reverse else "inhale_to_exhale"
+    case_id = f"simulated_lung_seed{seed}_{diaphragm_mm:g}mm_{direction}"
     folder = work / "cases" / case_id
-    pair = simulate_lung_pair(itk.imread(str(source), itk.F), seed=seed)
+    params = SimulationParameters(diaphragm_mm=diaphragm_mm)
+    pair = simulate_lung_pair(itk.imread(str(source), itk.F), seed=seed, params=params)
+    if reverse:
+        pair = reversed_pair(pair)
     write_pair(pair, folder)
     prealigned_path = folder / "moving_prealigned.nii.gz"
     itk.imwrite(prealign(pair.fixed, pair.moving, None), str(prealigned_path), compression=True)
@@ -946,7 +955,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="thoracic CT for the simulated case (default: the manifest's "
         "unlabeled/ibsi_pat1_lung_ct.nii.gz)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated case")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="seeds of the simulated cases (default: 0)"
+    )
+    parser.add_argument(
+        "--diaphragm-mm",
+        type=float,
+        nargs="+",
+        default=[20.0],
+        help="diaphragm amplitude of each simulated case, one per seed (default: 20)",
+    )
+    parser.add_argument(
+        "--both-directions",
+        action="store_true",
+        help="also register each simulated pair the other way (fixed exhale)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -1003,8 +1026,19 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(load_manifest_case(entry, root, work, args.affine_iterations))
     if not args.no_simulated and (args.cases == ["all"] or "simulated" in args.cases):
         source = args.simulated_source or root / "unlabeled" / "ibsi_pat1_lung_ct.nii.gz"
-        logger.info("generating the simulated lung case from %s", source)
-        cases.append(simulated_case(source, args.seed, work))
+        if len(args.diaphragm_mm) not in (1, len(args.seed)):
+            raise SystemExit("--diaphragm-mm takes one value or one per --seed")
+        amplitudes = args.diaphragm_mm * (len(args.seed) if len(args.diaphragm_mm) == 1 else 1)
+        for seed, amplitude in zip(args.seed, amplitudes, strict=True):
+            for reverse in (False, True) if args.both_directions else (False,):
+                logger.info(
+                    "generating the simulated lung case (seed %d, %g mm%s) from %s",
+                    seed,
+                    amplitude,
+                    ", reversed" if reverse else "",
+                    source,
+                )
+                cases.append(simulated_case(source, seed, work, amplitude, reverse))
     if not cases:
         raise SystemExit("no case selected")
 
@@ -1016,7 +1050,9 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "threads": args.threads,
             "timeout": args.timeout,
-            "seed": args.seed,
+            "seeds": args.seed,
+            "diaphragm_mm": args.diaphragm_mm,
+            "both_directions": args.both_directions,
             "manifest": str(manifest_path),
             "robustness_cases": list(ROBUSTNESS_CASES),
         },

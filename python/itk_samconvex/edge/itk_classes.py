@@ -77,12 +77,12 @@ def pixel_code(image: Any) -> str | None:
     return None
 
 
-def displacement_field_transform() -> Any:
-    """``itk.DisplacementFieldTransform[itk.D, 3]``."""
+def displacement_field_transform(pixel: str = "D") -> Any:
+    """``itk.DisplacementFieldTransform[itk.D, 3]`` (``[itk.F, 3]`` with ``pixel="F"``)."""
     return _swig(
         "itkDisplacementFieldTransformPython",
-        "itkDisplacementFieldTransformD3",
-        lambda: _itk().DisplacementFieldTransform[_itk().D, 3],
+        f"itkDisplacementFieldTransform{pixel}3",
+        lambda: _itk().DisplacementFieldTransform[_pixel(pixel), 3],
     )
 
 
@@ -220,13 +220,14 @@ def image_io(path: str | Path) -> Any | None:
     return _swig(module, name, lambda: getattr(_itk(), lazy)).New()
 
 
-def transform_io(path: str | Path) -> Any | None:
-    """A new double-precision TransformIO for .h5/.hdf5, .tfm/.txt or .mat files, else None."""
+def transform_io(path: str | Path, pixel: str = "D") -> Any | None:
+    """A new TransformIO (double, or float with ``pixel="F"``) for .h5/.hdf5, .tfm/.txt or
+    .mat files, else None."""
     entry = _suffix_entry(path, _TRANSFORM_IOS)
     if entry is None:
         return None
     module, name, lazy = entry
-    return _swig(module, name, lambda: getattr(_itk(), lazy)[_itk().D]).New()
+    return _swig(module, name[:-1] + pixel, lambda: getattr(_itk(), lazy)[_pixel(pixel)]).New()
 
 
 def transform_reader() -> Any:
@@ -237,11 +238,11 @@ def transform_reader() -> Any:
     )
 
 
-def transform_writer() -> Any:
+def transform_writer(pixel: str = "D") -> Any:
     return _swig(
         "itkTransformFileWriterPython",
-        "itkTransformFileWriterTemplateD",
-        lambda: _itk().TransformFileWriterTemplate[_itk().D],
+        f"itkTransformFileWriterTemplate{pixel}",
+        lambda: _itk().TransformFileWriterTemplate[_pixel(pixel)],
     )
 
 

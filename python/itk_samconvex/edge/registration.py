@@ -194,7 +194,9 @@ def register(
     moving_weight = _weight(moving_inside, moving_mask_t)
     timings["resampling"] = time.perf_counter() - start
     if extractor is None:
-        extractor = make_extractor(cfg, device)
+        extractor = make_extractor(cfg, device, spacing)
+    elif hasattr(extractor, "set_working_spacing"):
+        extractor.set_working_spacing(spacing)
     with (
         torch_threads(cfg.num_threads),
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),

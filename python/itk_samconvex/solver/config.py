@@ -68,6 +68,8 @@ class SAMConvexConfig:
     features: Features = "mind"
     sam_checkpoint: str | None = None
     sam_tile_z: int | None = 64  # SAM inference in overlapping z-slabs (None: whole volume)
+    sam_channels: int | None = 8  # SAM maps projected on a per-pair PCA basis (None: all)
+    sam_weight: float = 1.0  # weight of the SAM maps' cost against MIND's
     mind_radius: int = 1
     mind_dilation: int = 2
     feature_extraction: FeatureExtraction = "once"  # see pyramid.LevelFeatures

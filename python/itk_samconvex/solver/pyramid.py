@@ -16,7 +16,7 @@ import torch
 from .config import SAMConvexConfig
 from .convex import coupled_convex
 from .cost import cost_volume, smooth_cost
-from .features import FeatureExtractor, FeatureMap, to_level_grid
+from .features import FeatureExtractor, FeatureMap, harmonize, to_level_grid
 from .instance import instance_optimization
 from .warp import box_smooth, change_level, compose, export_friendly, pool, warp
 
@@ -105,10 +105,15 @@ class LevelFeatures:
         return 1 if self.mode == "once" else max(level_factor // 2, 1)
 
     def maps(self, which: str, image_factor: int) -> list[FeatureMap]:
+        """Both images' maps at an image factor, extracted once and harmonised together
+        (e.g. SAM's shared PCA basis, ``features.harmonize``)."""
         key = (which, image_factor)
         if key not in self._cache:
-            image = self.fixed_image if which == "fixed" else self.moving_image
-            self._cache[key] = self.extractor(pool(image, image_factor))
+            fixed = self.extractor(pool(self.fixed_image, image_factor))
+            moving = self.extractor(pool(self.moving_image, image_factor))
+            fixed, moving = harmonize(self.extractor, fixed, moving)
+            self._cache[("fixed", image_factor)] = fixed
+            self._cache[("moving", image_factor)] = moving
         return self._cache[key]
 
     def fixed(self, factor: int, shape: tuple[int, int, int], use_global: bool) -> Tensor:
@@ -125,7 +130,10 @@ class LevelFeatures:
             image = warp(
                 image, change_level(field, factor, g, level_shape(self.working, g), is_field=True)
             )
-            return to_level_grid(self.extractor(image), g, factor, shape, use_global)
+            _, maps = harmonize(
+                self.extractor, self.extractor(pool(self.fixed_image, g)), self.extractor(image)
+            )
+            return to_level_grid(maps, g, factor, shape, use_global)
         values = to_level_grid(self.maps("moving", g), g, factor, shape, use_global)
         return values if field is None else warp(values, field)
 

@@ -108,6 +108,26 @@ def read_transform(path: PathLike, fixed: Any = None, what: str = "transform fil
     return composite
 
 
+def _single_precision_field(transform: Any) -> Any | None:
+    """A ``DisplacementFieldTransform[F, 3]`` holding a double one's field as float32 (the
+    precision the solver computes in), or None for other transforms or fields that are not
+    float32-exact."""
+    if transform.GetNameOfClass() != "DisplacementFieldTransform":
+        return None
+    import itk
+    import numpy as np
+
+    from ..space import Grid, vector_image
+
+    field = transform.GetDisplacementField()
+    values = np.asarray(itk.array_view_from_image(field))
+    if values.dtype != np.float64 or not np.array_equal(values.astype(np.float32), values):
+        return None
+    single = itk_classes.displacement_field_transform("F").New()
+    single.SetDisplacementField(vector_image(values.astype(np.float32), Grid.of(field), "F"))
+    return single
+
+
 def write_transform(
     transform: Any,
     path: PathLike,
@@ -115,7 +135,12 @@ def write_transform(
     overwrite: bool = False,
     inputs: Iterable[PathLike | None] = (),
 ) -> Path:
-    """Write an ITK transform file atomically; ``.h5`` is compressed."""
+    """Write an ITK transform file atomically; ``.h5`` is compressed.
+
+    A DisplacementFieldTransform whose field is float32-exact (every field the registration
+    returns) is stored in single precision in ``.h5`` files: fewer bytes, nothing lost, and
+    ITK, SimpleITK and ANTs read it back as double.
+    """
     path = Path(path)
     if path.suffix.lower() not in TRANSFORM_SUFFIXES:
         raise InputError(
@@ -123,15 +148,19 @@ def write_transform(
         )
 
     def write_to(temp: Path) -> None:
-        io = itk_classes.transform_io(temp)
+        single = (
+            _single_precision_field(transform) if path.suffix.lower() in (".h5", ".hdf5") else None
+        )
+        pixel = "D" if single is None else "F"
+        io = itk_classes.transform_io(temp, pixel)
         if io is None:
             import itk
 
             itk.transformwrite([transform], str(temp), compression=True)
             return
-        writer = itk_classes.transform_writer().New()
+        writer = itk_classes.transform_writer(pixel).New()
         writer.SetFileName(str(temp))
-        writer.SetInput(transform)
+        writer.SetInput(transform if single is None else single)
         writer.SetUseCompression(True)
         writer.SetTransformIO(io)
         writer.Update()

@@ -29,6 +29,8 @@ class FeatureMap:
         normalized: True when every feature vector has unit L2 norm (cosine features).
         offset: (z, y, x) centre of voxel 0 in input voxels; None means the centre of the
             first ``stride`` block, ``(stride - 1) / 2`` (pooling-like maps).
+        source: which backend made it (``"mind"``, ``"sam"``), for per-pair post-processing
+            (``harmonize``).
     """
 
     values: Tensor
@@ -36,6 +38,7 @@ class FeatureMap:
     kind: str = "local"
     normalized: bool = False
     offset: tuple[float, float, float] | None = None
+    source: str = ""
 
 
 class FeatureExtractor(Protocol):
@@ -46,6 +49,14 @@ class FeatureExtractor(Protocol):
     def __call__(self, image: Tensor) -> list[FeatureMap]:
         """Features of ``image``: (1, 1, Z, Y, X) Hounsfield units on an isotropic grid."""
         ...
+
+
+def harmonize(
+    extractor: FeatureExtractor, fixed: list[FeatureMap], moving: list[FeatureMap]
+) -> tuple[list[FeatureMap], list[FeatureMap]]:
+    """A backend's per-pair step on both images' maps (e.g. SAM's shared PCA), if it has one."""
+    step = getattr(extractor, "harmonize", None)
+    return (fixed, moving) if step is None else step(fixed, moving)
 
 
 def to_level_grid(

@@ -21,6 +21,7 @@ published ``state_dict`` loads key for key (see ``sam_checkpoint.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -247,8 +248,16 @@ def _global_z(stop: int, nz: int) -> int:
 class SAMExtractor:
     """Feature backend ``"sam"`` (optionally ``"sam+mind"``): SAM local + global maps.
 
-    Input images must be on a ~2 mm grid (the network's training resolution); SAM's local map
-    has stride 2, so with a 2 mm working grid its voxels are 4 mm.
+    The image (on the working grid, spacing ``working_spacing_mm``) is block-averaged by
+    ``k = max(1, round(network.input_spacing_mm / working_spacing_mm))`` to reach the
+    network's input spacing (2 mm for the published weights, 4 mm for the packaged ones), so
+    the local map has stride ``2k`` and the global one ``(4k, 16k, 16k)`` working voxels.
+
+    ``channels``: after both images of a pair are embedded, :meth:`harmonize` projects each
+    SAM map of both onto the first ``channels`` principal components of their joint
+    embeddings (one basis per pair, so both images share it) and renormalises: the cost volumes
+    then cost about ``2 * channels`` instead of ``4 * width`` channels. ``weight`` scales the
+    squared-distance cost of the SAM maps against MIND's.
     """
 
     def __init__(
@@ -258,6 +267,9 @@ class SAMExtractor:
         tile_z: int | None = None,
         with_mind: bool = False,
         mind=None,
+        working_spacing_mm: float = 2.0,
+        channels: int | None = None,
+        weight: float = 1.0,
     ) -> None:
         self.network = network.eval().to(device)
         self.device = torch.device(device)
@@ -266,15 +278,74 @@ class SAMExtractor:
         self.mind = mind
         self.name = "sam+mind" if with_mind else "sam"
         self.autocast = torch.float16 if self.device.type == "cuda" else None
+        self.factor = 1
+        self.set_working_spacing(working_spacing_mm)
+        self.channels = channels
+        self.weight = float(weight)
+
+    def set_working_spacing(self, spacing_mm: float) -> None:
+        """The working grid's spacing (it may grow to fit the voxel budget): sets the pooling
+        factor that brings images to the network's input spacing."""
+        self.factor = max(1, round(self.network.input_spacing_mm / spacing_mm))
+
+    def _maps(self, local: Tensor, glob: Tensor) -> list[FeatureMap]:
+        k = self.factor
+
+        # pooled voxel j sits on working index k j + (k - 1) / 2
+        def working(stride, offset):
+            return (tuple(k * s for s in stride), tuple(k * o + (k - 1) / 2.0 for o in offset))
+
+        ls, lo = working(LOCAL_STRIDE, LOCAL_OFFSET)
+        gs, go = working(GLOBAL_STRIDE, GLOBAL_OFFSET)
+        return [
+            FeatureMap(local, ls, "local", True, lo, source="sam"),
+            FeatureMap(glob, gs, "global", True, go, source="sam"),
+        ]
 
     def __call__(self, image: Tensor) -> list[FeatureMap]:
-        local, glob = embed(
-            self.network, image.to(self.device), self.tile_z, autocast_dtype=self.autocast
-        )
-        maps = [
-            FeatureMap(local, LOCAL_STRIDE, "local", True, LOCAL_OFFSET),
-            FeatureMap(glob, GLOBAL_STRIDE, "global", True, GLOBAL_OFFSET),
-        ]
+        x = image.to(self.device)
+        if self.factor > 1:
+            x = F.avg_pool3d(x, self.factor, self.factor, ceil_mode=True)
+        local, glob = embed(self.network, x, self.tile_z, autocast_dtype=self.autocast)
+        maps = self._maps(local, glob)
         if self.with_mind and self.mind is not None:
             maps.extend(self.mind(image))
         return maps
+
+    def harmonize(
+        self, fixed: list[FeatureMap], moving: list[FeatureMap]
+    ) -> tuple[list[FeatureMap], list[FeatureMap]]:
+        """Both images' maps with SAM channels reduced (shared PCA basis) and weighted."""
+        out_f, out_m = [], []
+        for f, m in zip(fixed, moving, strict=True):
+            if f.source != "sam":
+                out_f.append(f)
+                out_m.append(m)
+                continue
+            vf, vm = f.values, m.values
+            if self.channels is not None and self.channels < vf.shape[1]:
+                basis = pca_basis(vf, vm, self.channels)
+                vf, vm = project(vf, basis), project(vm, basis)
+            if self.weight != 1.0:
+                scale = self.weight**0.5
+                vf, vm = vf * scale, vm * scale
+            out_f.append(dataclasses.replace(f, values=vf, normalized=self.weight == 1.0))
+            out_m.append(dataclasses.replace(m, values=vm, normalized=self.weight == 1.0))
+        return out_f, out_m
+
+
+def pca_basis(a: Tensor, b: Tensor, channels: int, samples: int = 200_000) -> Tensor:
+    """(C, channels) leading principal directions of two (1, C, ...) maps' voxels together."""
+    flat = torch.cat([a.flatten(2)[0], b.flatten(2)[0]], dim=1).t()  # (N, C)
+    if len(flat) > samples:
+        flat = flat[torch.linspace(0, len(flat) - 1, samples).long()]
+    flat = flat - flat.mean(0, keepdim=True)
+    covariance = flat.t() @ flat / max(len(flat) - 1, 1)
+    _, vectors = torch.linalg.eigh(covariance.double())
+    return vectors[:, -channels:].flip(1).to(a.dtype)
+
+
+def project(values: Tensor, basis: Tensor) -> Tensor:
+    """(1, C, ...) unit maps onto ``basis`` (C, K), renormalised to unit vectors."""
+    projected = torch.einsum("nc...,ck->nk...", values, basis)
+    return F.normalize(projected, dim=1, eps=1e-6)

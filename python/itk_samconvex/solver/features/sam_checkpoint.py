@@ -30,6 +30,9 @@ from .sam import PUBLISHED_INPUT_SPACING_MM, PUBLISHED_WIDTH, SAMNetwork
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "SAMCONVEX_SAM_CHECKPOINT"
+#: The weights that ship with the package (see weights/MODEL_CARD.md): used when neither
+#: ``sam_checkpoint`` nor ``SAMCONVEX_SAM_CHECKPOINT`` names a file.
+PACKAGED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "sam_openkbp_w24_4mm.pt"
 IGNORED_PREFIXES = ("semantic_head.",)
 HOW_TO_GET_WEIGHTS = (
     "pass sam_checkpoint=PATH (CLI --set sam_checkpoint=PATH) or set SAMCONVEX_SAM_CHECKPOINT. "
@@ -40,11 +43,15 @@ HOW_TO_GET_WEIGHTS = (
 
 
 def resolve_checkpoint_path(path: str | os.PathLike | None) -> Path:
-    """The checkpoint path from the argument or the environment; clear error otherwise."""
+    """The checkpoint path: the argument, else ``SAMCONVEX_SAM_CHECKPOINT``, else the packaged
+    weights; a clear error when the chosen file does not exist."""
     chosen = path if path is not None else os.environ.get(ENV_VAR)
     if not chosen:
+        if PACKAGED_WEIGHTS.is_file():
+            return PACKAGED_WEIGHTS
         raise InputError(
-            f"features 'sam' need SAM weights and none were given: {HOW_TO_GET_WEIGHTS}"
+            f"features 'sam' need SAM weights and none were given (the packaged weights "
+            f"{PACKAGED_WEIGHTS} are missing: reinstall itk-samconvex): {HOW_TO_GET_WEIGHTS}"
         )
     resolved = Path(chosen).expanduser()
     if not resolved.is_file():
