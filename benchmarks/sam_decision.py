@@ -97,6 +97,12 @@ def main() -> None:
         help="also the translation-only start (evaluation pairs) with ConvexAdam",
     )
     parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder caching the pre-alignments (default: OUT/work)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -119,8 +125,9 @@ def main() -> None:
         f: preset_config("default", device="cpu", features=f, **({} if f == "mind" else sam_extra))
         for f in args.features
     }
-    work = args.out / "work"
+    work = args.work or args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     sets = {}
     if "validation" in args.sets:
         sets["validation"] = validation_pairs(args.data, args.validation_pairs)

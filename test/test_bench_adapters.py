@@ -28,6 +28,10 @@ from helpers import rotation
 from itk_samconvex.apps.phantom import centred_grid, grid_points_mm, organ_labels, phantom_hu
 from itk_samconvex.edge.space import Grid, scalar_image
 
+# the peers (ConvexAdam, ANTs, elastix, NiftyReg) are not part of the test extra: CI installs
+# them and runs these with `pytest -m peers` as a separate step
+pytestmark = pytest.mark.peers
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))

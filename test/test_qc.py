@@ -103,3 +103,13 @@ def test_rejects_arrays_of_another_shape():
     data = _data()
     with pytest.raises(ValueError, match=r"QCData.after has shape \(19, 24, 28\)"):
         _data(after=data.after[:-1])
+
+
+def test_body_mask_keeps_lungs_cut_by_the_field_of_view():
+    """A lung crop: parenchyma (-850 HU) touches the image border, ambient air (-1000) too."""
+    image = np.full((10, 20, 20), 40.0, np.float32)
+    image[:, :, :8] = -850.0  # lung reaching the left edge
+    image[:, :2, 10:] = -1000.0  # a strip of ambient air at the anterior edge
+    body = body_mask(image)
+    assert body[:, :, :8].all()
+    assert not body[:, :2, 10:].any()

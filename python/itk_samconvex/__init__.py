@@ -69,8 +69,25 @@ def _register_itk_names() -> None:
             pass
 
 
+def _fallback_without_itk_files() -> None:
+    """A source checkout on PYTHONPATH lacks the itk/Configuration files that make ``import
+    itk`` expose our names: attach them when this package is imported after itk. (With the
+    files installed this does nothing, so ``import itk_samconvex`` stays light.)"""
+    import sys
+    from pathlib import Path
+
+    itk = sys.modules.get("itk")
+    if itk is None or not getattr(itk, "__file__", None):
+        return
+    if (Path(itk.__file__).parent / "Configuration" / "SAMConvexConfig.py").is_file():
+        return
+    _register_itk_names()
+
+
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
 __all__ = ["InputError", "OutputError", "ResourceError", "SAMConvexError", "__version__", *_LAZY]
+
+_fallback_without_itk_files()

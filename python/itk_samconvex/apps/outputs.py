@@ -170,6 +170,7 @@ def qc_header(
             f"TRE {evaluation.tre_stats(evaluation.before)['mean']:.2f} -> "
             f"{evaluation.tre_stats('after')['mean']:.2f} mm"
         )
+    lines.extend(f"chosen from the images: {k} {v}" for k, v in result.choices.items())
     lines.extend(f"warning: {w}" for w in result.warnings)
     return lines
 
@@ -260,6 +261,7 @@ def write_outputs(
         "evaluation": evaluation.to_dict(),
         "prealignment": dict(prealignment) if prealignment else {"method": "none"},
         "warnings": list(result.warnings),
+        "automatic_choices": dict(result.choices),
         **dict(extra or {}),
         **provenance(result),
     }

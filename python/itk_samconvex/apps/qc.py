@@ -171,12 +171,26 @@ def _crop_box(fixed: np.ndarray, spacing: Sequence[float]) -> tuple[slice, slice
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:
-    """The body: voxels above ``BODY_HU`` with the holes of every axial slice filled (lungs,
-    airways, bowel gas are inside the body)."""
+    """The body: everything but the ambient air, i.e. the air regions (below ``BODY_HU``)
+    that touch the image border and are as dark as air (median below -950 HU). Lungs and
+    bowel gas stay inside (lung parenchyma is about -850 HU), also when a cropped field of
+    view cuts through them."""
     from scipy import ndimage
 
-    body = image > BODY_HU
-    return np.stack([ndimage.binary_fill_holes(plane) for plane in body])
+    labels, count = ndimage.label(image <= BODY_HU)
+    if count == 0:
+        return np.ones(image.shape, dtype=bool)
+    border = set()
+    for axis in range(3):
+        for index in (0, -1):
+            border.update(np.unique(np.take(labels, index, axis=axis)).tolist())
+    border.discard(0)
+    if not border:
+        return np.ones(image.shape, dtype=bool)
+    ids = sorted(border)
+    medians = ndimage.median(image, labels, ids)
+    ambient = [i for i, m in zip(ids, np.atleast_1d(medians), strict=True) if m < -950.0]
+    return ~np.isin(labels, ambient)
 
 
 def _centre(fixed: np.ndarray, labels: np.ndarray | None) -> tuple[int, int, int]:

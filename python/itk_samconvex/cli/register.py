@@ -166,6 +166,8 @@ def print_summary(report: dict[str, Any], output: str, device: str, seconds: flo
             f"TRE {landmarks[f'tre_mm_{before}']['mean']:.2f} -> "
             f"{landmarks['tre_mm_after']['mean']:.2f} mm ({landmarks['count']} landmarks)"
         )
+    for name, choice in report.get("automatic_choices", {}).items():
+        print(f"chosen from the images: {name} {choice}")
     for warning in report.get("warnings", []):
         print(f"warning: {warning}")
 

@@ -9,8 +9,14 @@ from .common import EXIT_OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ct_dir", help="folder of CT images (searched recursively)")
+    parser.add_argument("ct_dir", nargs="?", help="folder of CT images (searched recursively)")
     parser.add_argument("--out", required=True, help="checkpoint to write (and resume from)")
+    parser.add_argument(
+        "--export-weights",
+        metavar="FILE",
+        help="do not train: write the weights of --out to FILE for inference (no optimizer "
+        "state, float16; what the package ships)",
+    )
     parser.add_argument(
         "--width",
         type=int,
@@ -75,6 +81,20 @@ def run(args: argparse.Namespace) -> int:
     from ..apps.training.losses import LossSettings
     from ..apps.training.train import TrainSettings, train_sam
 
+    if args.export_weights:
+        from ..apps.training.checkpoints import export_weights
+
+        written = export_weights(args.out, args.export_weights)
+        if not args.quiet:
+            print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+        return EXIT_OK
+    if args.ct_dir is None:
+        from ..errors import InputError
+
+        raise InputError(
+            "train-sam needs CT_DIR, the folder of CT images to train on (or "
+            "--export-weights FILE to export a trained --out)."
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     loss = LossSettings()

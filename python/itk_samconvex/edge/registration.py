@@ -28,7 +28,8 @@ from ..solver.config import (
 )
 from ..solver.device import check_memory, resolve_device, torch_threads
 from ..solver.features import make_extractor
-from ..solver.pyramid import estimate_peak_bytes, register_tensors, stage_names
+from ..solver.lungs import lung_fraction, lung_mask
+from ..solver.pyramid import estimate_peak_bytes, register_sliding, register_tensors, stage_names
 from .checks import check_ct, size_warning
 from .initial import as_transform
 from .io.images import as_itk_image
@@ -67,6 +68,8 @@ class RegistrationResult:
         device: the torch device used.
         timings: seconds per stage (and ``total``).
         warnings: messages about the inputs worth a look (also logged), e.g. a small image.
+        choices: what was decided from the images themselves (e.g. sliding at the lungs),
+            with the figures that decided it.
     """
 
     transform: Any
@@ -78,6 +81,7 @@ class RegistrationResult:
     device: str
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    choices: dict[str, str] = field(default_factory=dict)
 
     @property
     def deformable_transform(self) -> Any:
@@ -103,6 +107,30 @@ def _weight(inside: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | N
     if bool(keep.all()):
         return None
     return keep.float()[None, None]
+
+
+def _sliding_choice(
+    cfg: SAMConvexConfig, fixed: torch.Tensor, moving: torch.Tensor, spacing: float
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, dict[str, str]]:
+    """Lung masks for sliding registration (or None) and the choice made, for the report."""
+    if cfg.sliding == "off":
+        return None, {}
+    fixed_lung, moving_lung = lung_mask(fixed, spacing), lung_mask(moving, spacing)
+    fraction = lung_fraction(fixed_lung, ((fixed > -500.0) | (fixed_lung > 0)).float())
+    if cfg.sliding == "on":
+        return (fixed_lung, moving_lung), {
+            "sliding": f"on (asked; lungs {100 * fraction:.0f} % of the fixed body)"
+        }
+    if fraction >= cfg.sliding_lung_fraction:
+        return (fixed_lung, moving_lung), {
+            "sliding": f"on: lungs fill {100 * fraction:.0f} % of the fixed body (at least "
+            f"{100 * cfg.sliding_lung_fraction:.0f} %), so the field may break at "
+            "the pleura"
+        }
+    return None, {
+        "sliding": f"off: lungs fill {100 * fraction:.0f} % of the fixed body (below "
+        f"{100 * cfg.sliding_lung_fraction:.0f} %)"
+    }
 
 
 def check_inputs(
@@ -203,15 +231,30 @@ def register(
     ):
         torch.manual_seed(cfg.seed)
         with torch.no_grad():
-            solved = register_tensors(
-                fixed_t[None, None],
-                moving_t[None, None],
-                cfg,
-                extractor,
-                fixed_weight,
-                moving_weight,
-                progress,
+            lungs, choices = _sliding_choice(
+                cfg, fixed_t[None, None], moving_t[None, None], spacing
             )
+            if lungs is None:
+                solved = register_tensors(
+                    fixed_t[None, None],
+                    moving_t[None, None],
+                    cfg,
+                    extractor,
+                    fixed_weight,
+                    moving_weight,
+                    progress,
+                )
+            else:
+                solved = register_sliding(
+                    fixed_t[None, None],
+                    moving_t[None, None],
+                    cfg,
+                    extractor,
+                    *lungs,
+                    fixed_weight,
+                    moving_weight,
+                    progress,
+                )
     timings.update(solved.timings)
 
     tick = time.perf_counter()
@@ -230,6 +273,7 @@ def register(
         device=str(device),
         timings=timings,
         warnings=warnings,
+        choices=choices,
     )
     timings["output"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start

@@ -25,6 +25,7 @@ FeatureExtraction = Literal["once", "pyramid", "per_level"]
 CouplingUnits = Literal["voxel", "normalized"]
 Padding = Literal["replicate", "zeros"]
 IOParameterization = Literal["total", "increment"]
+Sliding = Literal["off", "on", "auto"]
 
 PRESETS: tuple[str, ...] = get_args(Preset)
 #: When the working grid exceeds ``max_working_voxels`` its spacing first grows by the cube
@@ -89,6 +90,11 @@ class SAMConvexConfig:
     level_smoothing_passes: int = 1
     final_smoothing_passes: int = 1
     padding: Padding = "replicate"  # box filters; "zeros" is the official behaviour
+    # register lungs and the rest separately so the field can break at the pleura; "auto":
+    # when the lungs fill at least ``sliding_lung_fraction`` of the fixed body
+    sliding: Sliding = "off"
+    sliding_lung_fraction: float = 0.25
+    sliding_smoothing_passes: int = 0  # box passes over the combined field (softens the break)
     # --- instance optimisation ------------------------------------------------------------
     instance_optimization: bool = True
     io_iterations: int = 50
@@ -263,6 +269,8 @@ def _validate(cfg: SAMConvexConfig) -> None:
         )
     if cfg.coupling_units not in ("voxel", "normalized"):
         raise bad("coupling_units", f"is {cfg.coupling_units!r}", "use 'voxel' or 'normalized'")
+    if cfg.sliding not in ("off", "on", "auto"):
+        raise bad("sliding", f"is {cfg.sliding!r}", "use 'off', 'on' or 'auto'")
     if cfg.padding not in ("replicate", "zeros"):
         raise bad("padding", f"is {cfg.padding!r}", "use 'replicate' or 'zeros'")
     if cfg.io_parameterization not in ("total", "increment"):
@@ -290,6 +298,7 @@ def _validate(cfg: SAMConvexConfig) -> None:
         "level_smoothing_passes",
         "final_smoothing_passes",
         "io_smoothing_passes",
+        "sliding_smoothing_passes",
         "cost_smoothing_passes",
     ):
         if getattr(cfg, name) < 0:

@@ -146,6 +146,7 @@ def register_tensors(
     fixed_mask: Tensor | None = None,
     moving_mask: Tensor | None = None,
     progress: Progress | None = None,
+    features: LevelFeatures | None = None,
 ) -> SolverResult:
     """Register two CT tensors on the same working grid.
 
@@ -158,6 +159,7 @@ def register_tensors(
         fixed_mask, moving_mask: optional (1, 1, Z, Y, X) data-term weights in [0, 1]
             (masks times field-of-view coverage).
         progress: called with a stage name when that stage finishes.
+        features: feature maps of these two images computed before (reused, not recomputed).
 
     Returns:
         :class:`SolverResult` with the field on the instance-optimisation grid.
@@ -174,7 +176,8 @@ def register_tensors(
         if progress is not None:
             progress(stage)
 
-    features = LevelFeatures(fixed, moving, extractor, cfg.feature_extraction)
+    if features is None:
+        features = LevelFeatures(fixed, moving, extractor, cfg.feature_extraction)
     if cfg.feature_extraction != "per_level":
         for factor in sorted({lv.grid_factor for lv in cfg.levels} | {cfg.io_grid_factor}):
             features.maps("fixed", features.image_factor(factor))
@@ -288,4 +291,66 @@ def _run_instance_optimization(
         parameterization=cfg.io_parameterization,
         moving_weight=wm,
         **kwargs,
+    )
+
+
+def _product(a: Tensor | None, b: Tensor) -> Tensor:
+    return b if a is None else a * b
+
+
+def register_sliding(
+    fixed: Tensor,
+    moving: Tensor,
+    cfg: SAMConvexConfig,
+    extractor: FeatureExtractor,
+    fixed_lung: Tensor,
+    moving_lung: Tensor,
+    fixed_mask: Tensor | None = None,
+    moving_mask: Tensor | None = None,
+    progress: Progress | None = None,
+) -> SolverResult:
+    """:func:`register_tensors` with the field free to break at the lung surface.
+
+    The lungs and the rest of the body are registered separately, each with its data term
+    restricted to its own region (``fixed_lung``/``moving_lung``, (1, 1, Z, Y, X) in {0, 1}
+    on the working grid, e.g. ``lungs.lung_mask``); each voxel then takes the displacement of
+    its region in the fixed image. Feature maps are computed once for both runs. The
+    timings add up the two runs.
+    """
+    from .lungs import combine_by_region
+
+    features = LevelFeatures(fixed, moving, extractor, cfg.feature_extraction)
+    inside = register_tensors(
+        fixed,
+        moving,
+        cfg,
+        extractor,
+        _product(fixed_mask, fixed_lung),
+        _product(moving_mask, moving_lung),
+        None,
+        features,
+    )
+    outside = register_tensors(
+        fixed,
+        moving,
+        cfg,
+        extractor,
+        _product(fixed_mask, 1.0 - fixed_lung),
+        _product(moving_mask, 1.0 - moving_lung),
+        progress,
+        features,
+    )
+    factor = inside.factor
+    timings = {
+        k: inside.timings.get(k, 0.0) + outside.timings.get(k, 0.0)
+        for k in set(inside.timings) | set(outside.timings)
+    }
+    combined = combine_by_region(inside.field, outside.field, fixed_lung, factor)
+    return SolverResult(
+        field=box_smooth(combined, cfg.sliding_smoothing_passes, cfg.padding),
+        factor=factor,
+        discrete_field=combine_by_region(
+            inside.discrete_field, outside.discrete_field, fixed_lung, factor
+        ),
+        timings=timings,
     )

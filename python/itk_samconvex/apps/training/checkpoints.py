@@ -31,4 +31,28 @@ def save_sam(
     atomic_write(Path(path), write_to, overwrite=True)
 
 
-__all__ = ["save_sam"]
+def export_weights(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype = torch.float16
+) -> Path:
+    """Write a training checkpoint's weights for inference: the state dict (floating tensors
+    as ``dtype``) and the meta that matter (architecture, iteration, seed, settings, loss
+    summary); no optimizer state, no random states. ``load_sam`` reads it."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    meta = dict(state.get("meta", {}))
+    log = meta.pop("loss_log", [])
+    meta.pop("volumes", None)
+    if log:
+        meta["loss_last_100_mean"] = float(sum(r["loss"] for r in log[-100:]) / len(log[-100:]))
+        meta["iterations_logged"] = len(log)
+    weights = {
+        k: v.to(dtype) if v.is_floating_point() else v for k, v in state["state_dict"].items()
+    }
+    payload = {"state_dict": weights, "meta": meta}
+
+    def write_to(temp: Path) -> None:
+        torch.save(payload, temp)
+
+    return atomic_write(Path(out), write_to, overwrite=True)
+
+
+__all__ = ["export_weights", "save_sam"]
