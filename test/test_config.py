@@ -27,7 +27,10 @@ FIELD_NAMES = [f.name for f in dataclasses.fields(SAMConvexConfig)]
 
 
 def test_presets_exist():
-    assert PRESETS == ("default", "paper", "fast")
+    assert PRESETS == ("default", "paper", "fast", "lung")
+    from itk_samconvex.cli.common import PRESET_CHOICES  # spelt out for a fast --help
+
+    assert PRESET_CHOICES == PRESETS
     assert FEATURES == ("mind", "sam", "sam+mind")
     for name in PRESETS:
         assert isinstance(preset_config(name), SAMConvexConfig)

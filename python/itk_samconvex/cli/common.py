@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-PRESET_CHOICES = ("default", "paper", "fast")
+PRESET_CHOICES = ("default", "paper", "fast", "lung")
 FEATURE_CHOICES = ("mind", "sam", "sam+mind")
 
 

@@ -28,7 +28,7 @@ from ..solver.config import (
 )
 from ..solver.device import check_memory, resolve_device, torch_threads
 from ..solver.features import make_extractor
-from ..solver.lungs import lung_fraction, lung_mask
+from ..solver.lungs import lung_mask, lung_share
 from ..solver.pyramid import estimate_peak_bytes, register_sliding, register_tensors, stage_names
 from .checks import check_ct, size_warning
 from .initial import as_transform
@@ -109,28 +109,62 @@ def _weight(inside: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | N
     return keep.float()[None, None]
 
 
-def _sliding_choice(
+def _lung_choices(
     cfg: SAMConvexConfig, fixed: torch.Tensor, moving: torch.Tensor, spacing: float
-) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, dict[str, str]]:
-    """Lung masks for sliding registration (or None) and the choice made, for the report."""
-    if cfg.sliding == "off":
-        return None, {}
-    fixed_lung, moving_lung = lung_mask(fixed, spacing), lung_mask(moving, spacing)
-    fraction = lung_fraction(fixed_lung, ((fixed > -500.0) | (fixed_lung > 0)).float())
-    if cfg.sliding == "on":
-        return (fixed_lung, moving_lung), {
-            "sliding": f"on (asked; lungs {100 * fraction:.0f} % of the fixed body)"
-        }
-    if fraction >= cfg.sliding_lung_fraction:
-        return (fixed_lung, moving_lung), {
-            "sliding": f"on: lungs fill {100 * fraction:.0f} % of the fixed body (at least "
-            f"{100 * cfg.sliding_lung_fraction:.0f} %), so the field may break at "
-            "the pleura"
-        }
-    return None, {
-        "sliding": f"off: lungs fill {100 * fraction:.0f} % of the fixed body (below "
-        f"{100 * cfg.sliding_lung_fraction:.0f} %)"
-    }
+) -> tuple[SAMConvexConfig, tuple[torch.Tensor, torch.Tensor] | None, dict[str, str]]:
+    """What the lungs decide: the config to run, lung masks for sliding (or None) and the
+    choices made, for the report. The lungs' share of the fixed body drives both ``auto``s.
+    """
+    if cfg.lung_settings == "off" and cfg.sliding == "off":
+        return cfg, None, {}
+    fixed_lung, fraction = lung_share(fixed, spacing)
+    share = f"lungs fill {100 * fraction:.0f} % of the fixed body"
+    threshold = f"{100 * cfg.lung_body_fraction:.0f} %"
+    mostly_lung = fraction >= cfg.lung_body_fraction
+    choices: dict[str, str] = {}
+
+    if cfg.lung_settings == "on" or (cfg.lung_settings == "auto" and mostly_lung):
+        why = "asked" if cfg.lung_settings == "on" else f"{share} (at least {threshold})"
+        cfg = cfg.replace(
+            io_grid_factor=cfg.lung_io_grid_factor, io_regularization=cfg.lung_io_regularization
+        )
+        choices["lung_settings"] = (
+            f"on: {why}; instance optimisation on a {cfg.io_grid_factor}-voxel grid with "
+            f"io_regularization {cfg.io_regularization:g}"
+        )
+    elif cfg.lung_settings == "auto":
+        choices["lung_settings"] = f"off: {share} (below {threshold})"
+
+    lungs = None
+    if cfg.sliding == "on" or (cfg.sliding == "auto" and mostly_lung):
+        lungs = (fixed_lung, lung_mask(moving, spacing))
+        why = "asked" if cfg.sliding == "on" else f"{share} (at least {threshold})"
+        choices["sliding"] = f"on: {why}, so the field may break at the pleura"
+    elif cfg.sliding == "auto":
+        choices["sliding"] = f"off: {share} (below {threshold})"
+    return cfg, lungs, choices
+
+
+def working_grid(fixed: Any, fixed_grid: Grid, cfg: SAMConvexConfig) -> Grid:
+    """The isotropic grid the solver runs on: the fixed image's frame, cropped to its body
+    (``crop_to_foreground``) and coarsened to fit ``max_working_voxels``."""
+    box = None
+    if cfg.crop_to_foreground:
+        box = foreground_box(fixed, fixed_grid, cfg.foreground_threshold_hu, cfg.crop_margin_mm)
+    return fit_working_grid(
+        fixed_grid, cfg.working_spacing_mm, cfg.coarsest_factor, box, cfg.max_working_voxels
+    )
+
+
+def fixed_lung_share(fixed: Any, config: SAMConvexConfig | None = None) -> float:
+    """The lungs' share of the fixed image's body on the working grid: what
+    ``lung_settings="auto"`` and ``sliding="auto"`` compare with ``lung_body_fraction``."""
+    cfg = config or preset_config("default")
+    fixed = as_itk_image(fixed, "fixed image")
+    grid = working_grid(fixed, check_image(fixed, "fixed image"), cfg)
+    source = antialias(fixed, grid.spacing[0]) if cfg.antialias else fixed
+    hu = sample_image(source, grid, None, device=torch.device("cpu"))[0]
+    return lung_share(hu[None, None], grid.spacing[0])[1]
 
 
 def check_inputs(
@@ -188,12 +222,7 @@ def register(
     device = resolve_device(cfg.device)
     timings: dict[str, float] = {}
 
-    box = None
-    if cfg.crop_to_foreground:
-        box = foreground_box(fixed, fixed_grid, cfg.foreground_threshold_hu, cfg.crop_margin_mm)
-    grid = fit_working_grid(
-        fixed_grid, cfg.working_spacing_mm, cfg.coarsest_factor, box, cfg.max_working_voxels
-    )
+    grid = working_grid(fixed, fixed_grid, cfg)
     spacing = grid.spacing[0]
     check_memory(
         estimate_peak_bytes(grid.shape, cfg),
@@ -231,14 +260,14 @@ def register(
     ):
         torch.manual_seed(cfg.seed)
         with torch.no_grad():
-            lungs, choices = _sliding_choice(
+            run_cfg, lungs, choices = _lung_choices(
                 cfg, fixed_t[None, None], moving_t[None, None], spacing
             )
             if lungs is None:
                 solved = register_tensors(
                     fixed_t[None, None],
                     moving_t[None, None],
-                    cfg,
+                    run_cfg,
                     extractor,
                     fixed_weight,
                     moving_weight,
@@ -248,7 +277,7 @@ def register(
                 solved = register_sliding(
                     fixed_t[None, None],
                     moving_t[None, None],
-                    cfg,
+                    run_cfg,
                     extractor,
                     *lungs,
                     fixed_weight,
@@ -269,7 +298,7 @@ def register(
         deformable_field=vector_image(u_mm, fixed_grid, "F"),
         initial_transform=initial,
         working_grid=grid,
-        config=cfg,
+        config=run_cfg,
         device=str(device),
         timings=timings,
         warnings=warnings,
@@ -670,6 +699,8 @@ __all__ = [
     "RegistrationResult",
     "SAMConvexRegistrationFilter",
     "check_inputs",
+    "fixed_lung_share",
     "register",
+    "working_grid",
     "samconvex_registration",
 ]

@@ -19,13 +19,14 @@ from typing import Any, Literal, get_args
 
 from ..errors import InputError
 
-Preset = Literal["default", "paper", "fast"]
+Preset = Literal["default", "paper", "fast", "lung"]
 Features = Literal["mind", "sam", "sam+mind"]
 FeatureExtraction = Literal["once", "pyramid", "per_level"]
 CouplingUnits = Literal["voxel", "normalized"]
 Padding = Literal["replicate", "zeros"]
 IOParameterization = Literal["total", "increment"]
 Sliding = Literal["off", "on", "auto"]
+LungSettings = Literal["auto", "on", "off"]
 
 PRESETS: tuple[str, ...] = get_args(Preset)
 #: When the working grid exceeds ``max_working_voxels`` its spacing first grows by the cube
@@ -90,10 +91,17 @@ class SAMConvexConfig:
     level_smoothing_passes: int = 1
     final_smoothing_passes: int = 1
     padding: Padding = "replicate"  # box filters; "zeros" is the official behaviour
+    # --- lungs: decided from the fixed image (the report's ``automatic_choices``) ----------
+    # "auto": when the lungs fill at least ``lung_body_fraction`` of the fixed body, the
+    # instance optimisation runs with the ``lung_io_*`` values (finer grid, weaker
+    # regulariser: breathing detail is fine and the pair is intra-patient); "on"/"off" force it
+    lung_settings: LungSettings = "auto"
+    lung_body_fraction: float = 0.2
+    lung_io_grid_factor: int = 1
+    lung_io_regularization: float = 0.5
     # register lungs and the rest separately so the field can break at the pleura; "auto":
-    # when the lungs fill at least ``sliding_lung_fraction`` of the fixed body
+    # when the lungs fill at least ``lung_body_fraction`` of the fixed body
     sliding: Sliding = "off"
-    sliding_lung_fraction: float = 0.25
     sliding_smoothing_passes: int = 0  # box passes over the combined field (softens the break)
     # --- instance optimisation ------------------------------------------------------------
     instance_optimization: bool = True
@@ -271,6 +279,10 @@ def _validate(cfg: SAMConvexConfig) -> None:
         raise bad("coupling_units", f"is {cfg.coupling_units!r}", "use 'voxel' or 'normalized'")
     if cfg.sliding not in ("off", "on", "auto"):
         raise bad("sliding", f"is {cfg.sliding!r}", "use 'off', 'on' or 'auto'")
+    if cfg.lung_settings not in ("auto", "on", "off"):
+        raise bad("lung_settings", f"is {cfg.lung_settings!r}", "use 'auto', 'on' or 'off'")
+    if not 0.0 <= cfg.lung_body_fraction <= 1.0:
+        raise bad("lung_body_fraction", f"is {cfg.lung_body_fraction}", "use a share in 0..1")
     if cfg.padding not in ("replicate", "zeros"):
         raise bad("padding", f"is {cfg.padding!r}", "use 'replicate' or 'zeros'")
     if cfg.io_parameterization not in ("total", "increment"):
@@ -280,7 +292,7 @@ def _validate(cfg: SAMConvexConfig) -> None:
     if not cfg.levels:
         raise bad("levels", "is empty", "give at least one LevelConfig")
     factors = [level.grid_factor for level in cfg.levels]
-    for f in [*factors, cfg.io_grid_factor]:
+    for f in [*factors, cfg.io_grid_factor, cfg.lung_io_grid_factor]:
         if f < 1 or f & (f - 1):
             raise bad("grid_factor", f"{f} is not a power of two", "use 1, 2, 4, 8 or 16")
     if factors != sorted(factors, reverse=True):
@@ -314,6 +326,8 @@ def preset_config(name: str = "default", **overrides: Any) -> SAMConvexConfig:
       units, three zero-padded box passes everywhere, features re-extracted per level,
       50 Adam steps lr 0.05 on a zero-initialised increment, raw parameter returned.
     * ``fast``: fewer labels and iterations for quick previews.
+    * ``lung``: the default with the lung settings as fixed values (what the default
+      chooses by itself when the fixed image is mostly lung; for ``samconvex export``).
     """
     if name not in PRESETS:
         raise InputError(
@@ -340,6 +354,12 @@ def preset_config(name: str = "default", **overrides: Any) -> SAMConvexConfig:
             io_relinearize_every=1,
             io_parameterization="increment",
             io_return_smoothed=False,
+        )
+    elif name == "lung":
+        base = base.replace(
+            lung_settings="off",
+            io_grid_factor=base.lung_io_grid_factor,
+            io_regularization=base.lung_io_regularization,
         )
     elif name == "fast":
         base = base.replace(

@@ -27,27 +27,45 @@ NEIGHBOURHOOD_MM = 10.0
 
 
 def _box_mean(x: Tensor, size: int) -> Tensor:
+    """Mean over a ``size``^3 box (odd size; replicate padding), one axis at a time."""
     pad = size // 2
-    x = F.pad(x, (pad,) * 6, mode="replicate")
-    return F.avg_pool3d(x, size, stride=1)
+    for axis in range(3):
+        kernel = [1, 1, 1]
+        kernel[axis] = size
+        pads = [0] * 6
+        pads[2 * (2 - axis)] = pads[2 * (2 - axis) + 1] = pad
+        x = F.avg_pool3d(F.pad(x, pads, mode="replicate"), tuple(kernel), stride=1)
+    return x
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    """Max over a (2 radius + 1)^3 box, one axis at a time."""
+    for axis in range(3):
+        kernel, padding = [1, 1, 1], [0, 0, 0]
+        kernel[axis], padding[axis] = 2 * radius + 1, radius
+        mask = F.max_pool3d(mask, tuple(kernel), stride=1, padding=tuple(padding))
+    return mask
 
 
 def lung_mask(hu: Tensor, spacing_mm: float) -> Tensor:
     """Lungs (with the vessels and airways inside them) of a CT on an isotropic grid.
 
-    A voxel is lung when the mean HU of its ~10 mm neighbourhood lies between ambient air and
-    ``LUNG_HU``: parenchyma and the vessels embedded in it qualify, the chest wall, the
-    mediastinum and the abdomen (tissue) and the air outside the body (about -1000 HU on
-    average) do not.
+    A voxel is lung when the mean HU of its ~10 mm neighbourhood is below ``LUNG_HU`` and no
+    ambient air lies within that distance. Ambient air is where the neighbourhood mean is
+    below ``AIR_HU`` (about -1000 HU: the air around the body, and large air spaces such as
+    the trachea or the sinuses); lung parenchyma averages -700 to -900 HU. Without that
+    exclusion the skin's shell (half air, half tissue) would count as lung.
 
     Returns:
         (1, 1, Z, Y, X) float mask in {0, 1}.
     """
     size = max(3, round(NEIGHBOURHOOD_MM / spacing_mm) | 1)
     local = _box_mean(hu, size)
-    lung = (local < LUNG_HU) & (local > AIR_HU)
+    ambient = (local < AIR_HU).float()
+    near_ambient = _dilate(ambient, size) > 0
+    lung = (local < LUNG_HU) & ~near_ambient
     # a closing of one voxel: small vessels and fissures at the lung surface stay inside
-    closed = -F.max_pool3d(-F.max_pool3d(lung.float(), 3, 1, 1), 3, 1, 1)
+    closed = -_dilate(-_dilate(lung.float(), 1), 1)
     return closed
 
 
@@ -55,6 +73,18 @@ def lung_fraction(mask: Tensor, body: Tensor) -> float:
     """The lungs' share of the body (0..1)."""
     total = float(body.sum())
     return float((mask * body).sum()) / total if total else 0.0
+
+
+def lung_share(hu: Tensor, spacing_mm: float) -> tuple[Tensor, float]:
+    """The lung mask of a CT (see :func:`lung_mask`) and the lungs' share of its body.
+
+    The body is every voxel above -500 HU plus the lungs themselves.
+
+    Returns:
+        ((1, 1, Z, Y, X) mask in {0, 1}, share in 0..1).
+    """
+    mask = lung_mask(hu, spacing_mm)
+    return mask, lung_fraction(mask, ((hu > -500.0) | (mask > 0)).float())
 
 
 def combine_by_region(inside: Tensor, outside: Tensor, region: Tensor, factor: int) -> Tensor:
@@ -69,4 +99,4 @@ def combine_by_region(inside: Tensor, outside: Tensor, region: Tensor, factor: i
     return torch.where(weight, inside, outside)
 
 
-__all__ = ["AIR_HU", "LUNG_HU", "combine_by_region", "lung_fraction", "lung_mask"]
+__all__ = ["AIR_HU", "LUNG_HU", "combine_by_region", "lung_fraction", "lung_mask", "lung_share"]
