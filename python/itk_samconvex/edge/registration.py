@@ -701,6 +701,6 @@ __all__ = [
     "check_inputs",
     "fixed_lung_share",
     "register",
-    "working_grid",
     "samconvex_registration",
+    "working_grid",
 ]
