@@ -373,6 +373,22 @@ def test_cli_reports_manifest_problems_with_exit_code_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing is created for a bad manifest
 
 
+def test_an_input_inside_a_pairs_output_folder_is_refused(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "p").mkdir(parents=True)
+    inside = out / "p" / "moving.nii.gz"  # the folder a commit or --overwrite replaces
+    inside.write_bytes((inputs["folder"] / "moving0.nii.gz").read_bytes())
+    before = inside.read_bytes()
+    row = {**pair_row(inputs["folder"], 0, "p"), "moving": str(inside)}
+    code = main(["batch", str(write_csv(tmp_path / "pairs.csv", [row])), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"moving {inside} lies inside the pair's output folder {out / 'p'}" in err
+    assert "move the input elsewhere or choose another -o folder" in err
+    assert inside.read_bytes() == before
+    assert sorted(q.name for q in out.rglob("*")) == ["moving.nii.gz", "p"]
+
+
 def test_json_manifest_defaults_relative_paths_and_overrides(inputs, tmp_path):
     folder = inputs["folder"]
     data = {
