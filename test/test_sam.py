@@ -12,7 +12,7 @@ import torch
 from itk_samconvex import InputError, preset_config, register
 from itk_samconvex.apps.phantom import make_phantom_pair
 from itk_samconvex.apps.training.checkpoints import save_sam
-from itk_samconvex.solver.features.sam import SAMNetwork, embed, local_shape
+from itk_samconvex.solver.features.sam import SAMNetwork, embed, local_shape, preprocess
 from itk_samconvex.solver.features.sam_checkpoint import ENV_VAR, load_sam
 
 
@@ -217,3 +217,20 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path, ct_folder):
     meta = torch.load(out, map_location="cpu", weights_only=False)["meta"]
     assert [row["iteration"] for row in meta["loss_log"]] == list(range(1, 46))
     assert (tmp_path / "sam.pt.log.csv").read_text().count("\n") == 46
+
+    # the training record: the loss curve from the log, and the shipped form of the weights
+    from itk_samconvex.apps.training.checkpoints import export_weights
+    from itk_samconvex.apps.training.plot import plot_loss, read_log
+
+    assert list(read_log(tmp_path / "sam.pt.log.csv")["iteration"]) == list(range(1, 46))
+    png = plot_loss(tmp_path / "sam.pt.log.csv", tmp_path / "loss.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shipped = export_weights(out, tmp_path / "shipped.pt")
+    assert shipped.stat().st_size < out.stat().st_size  # no optimizer state, float16
+    original, exported = load_sam(out), load_sam(shipped)
+    x = torch.linspace(-1000.0, 1000.0, 16 * 32 * 32).reshape(1, 1, 16, 32, 32)
+    with torch.no_grad():
+        a, b = original(preprocess(x)), exported(preprocess(x))
+    for u, v in zip(a, b, strict=True):  # unit embeddings: compare directions
+        cosine = (u * v).sum(1)
+        assert float(cosine.mean()) > 0.999 and float(cosine.min()) > 0.95, cosine

@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "state, float16; what the package ships)",
     )
     parser.add_argument(
+        "--loss-plot",
+        metavar="PNG",
+        help="do not train: plot the loss curve of --out (its OUT.log.csv) to PNG",
+    )
+    parser.add_argument(
         "--width",
         type=int,
         default=64,
@@ -87,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
         written = export_weights(args.out, args.export_weights)
         if not args.quiet:
             print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+        return EXIT_OK
+    if args.loss_plot:
+        from ..apps.training.plot import plot_loss
+
+        written = plot_loss(f"{args.out}.log.csv", args.loss_plot, overwrite=True)
+        if not args.quiet:
+            print(f"wrote {written}")
         return EXIT_OK
     if args.ct_dir is None:
         from ..errors import InputError

@@ -31,11 +31,16 @@ def save_sam(
     atomic_write(Path(path), write_to, overwrite=True)
 
 
+#: Batch-norm statistics stay float32: a running variance can exceed float16's range
+#: (65504) or fall below its resolution, and they weigh next to nothing.
+_KEEP_FLOAT32 = ("running_mean", "running_var")
+
+
 def export_weights(
     checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype = torch.float16
 ) -> Path:
-    """Write a training checkpoint's weights for inference: the state dict (floating tensors
-    as ``dtype``) and the meta that matter (architecture, iteration, seed, settings, loss
+    """Write a training checkpoint's weights for inference: the state dict (floating weights
+    as ``dtype``, batch-norm statistics float32) and the meta that matter (architecture, iteration, seed, settings, loss
     summary); no optimizer state, no random states. ``load_sam`` reads it."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     meta = dict(state.get("meta", {}))
@@ -45,7 +50,8 @@ def export_weights(
         meta["loss_last_100_mean"] = float(sum(r["loss"] for r in log[-100:]) / len(log[-100:]))
         meta["iterations_logged"] = len(log)
     weights = {
-        k: v.to(dtype) if v.is_floating_point() else v for k, v in state["state_dict"].items()
+        k: v.to(dtype) if v.is_floating_point() and not k.endswith(_KEEP_FLOAT32) else v
+        for k, v in state["state_dict"].items()
     }
     payload = {"state_dict": weights, "meta": meta}
 
