@@ -40,8 +40,9 @@ def export_weights(
     checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype = torch.float16
 ) -> Path:
     """Write a training checkpoint's weights for inference: the state dict (floating weights
-    as ``dtype``, batch-norm statistics float32) and the meta that matter (architecture, iteration, seed, settings, loss
-    summary); no optimizer state, no random states. ``load_sam`` reads it."""
+    as ``dtype``, batch-norm statistics float32) and the meta that matter (architecture,
+    iteration, seed, settings, loss summary); no optimizer state, no random states.
+    ``load_sam`` reads it."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     meta = dict(state.get("meta", {}))
     log = meta.pop("loss_log", [])
