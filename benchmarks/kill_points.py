@@ -77,12 +77,30 @@ def _has_open(pid: int, path: Path) -> bool:
     return False
 
 
+def _stopped(pid: int) -> bool:
+    """The process stopped itself (state T): its temporary file is complete, not renamed."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
 def _kill_at(point: str, inputs: dict[str, Path], out: Path, registration_at: float) -> dict:
-    """Start a run and SIGKILL it at ``point``; return what was seen."""
+    """Start a run and SIGKILL it at ``point``; return what was seen.
+
+    A write point is hit when a temporary sibling of that output appears (caught while the
+    bytes are being written) or, for a write too fast to catch, when the process stops
+    itself with the temporary complete and not yet renamed
+    (``SAMCONVEX_STOP_BEFORE_RENAME``, see ``edge/io/atomic.py``).
+    """
     start = time.perf_counter()
+    env = dict(os.environ)
+    if point.startswith("write "):
+        env["SAMCONVEX_STOP_BEFORE_RENAME"] = point.split(" ", 1)[1]
     process = subprocess.Popen(
-        _command(inputs, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _command(inputs, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
+    how = None
     killed_at = None
     while process.poll() is None:
         now = time.perf_counter() - start
@@ -92,9 +110,13 @@ def _kill_at(point: str, inputs: dict[str, Path], out: Path, registration_at: fl
             hit = now >= registration_at
         else:
             name = point.split(" ", 1)[1]
-            hit = out.is_dir() and any(
-                p.name.startswith(TEMP) and p.name.endswith(name) for p in out.iterdir()
-            )
+            if _stopped(process.pid):
+                hit, how = True, "temporary complete, before the rename"
+            else:
+                hit = out.is_dir() and any(
+                    p.name.startswith(TEMP) and p.name.endswith(name) for p in out.iterdir()
+                )
+                how = "while writing the temporary" if hit else None
         if hit:
             os.kill(process.pid, signal.SIGKILL)
             killed_at = now
@@ -105,6 +127,7 @@ def _kill_at(point: str, inputs: dict[str, Path], out: Path, registration_at: fl
     return {
         "point": point,
         "killed_at_s": killed_at,
+        "killed_how": how,
         "exit": process.returncode,
         "left_after_kill": left,
     }
@@ -163,8 +186,18 @@ def main() -> None:
                 shutil.rmtree(out)
             row = _kill_at(point, inputs, out, registration_at)
             extra = ("--overwrite",) if "with " in rerun else ()
+            if row["killed_at_s"] is None:
+                raise RuntimeError(f"the run ended before it could be killed at {point}")
             again = subprocess.run(_command(inputs, out, *extra), capture_output=True, text=True)
             complete, how = _complete(out)
+            outputs_left = [n for n in row["left_after_kill"] if not n.startswith(TEMP)]
+            # expected: a complete folder, except a plain re-run over outputs the killed run
+            # had already renamed into place, which must refuse (exit 2) and name them
+            if extra or not outputs_left:
+                as_expected = complete and again.returncode == 0
+            else:
+                as_expected = again.returncode == 2 and all(n in again.stderr for n in outputs_left)
+                how = f"refused, naming {', '.join(outputs_left)}" if as_expected else how
             temps = [p.name for p in out.iterdir() if p.name.startswith(TEMP)]
             row.update(
                 rerun=rerun,
@@ -174,15 +207,23 @@ def main() -> None:
                 detail=how,
                 stale_temps=temps,
                 inputs_unchanged=_digest(list(inputs.values())) == before,
+                as_expected=as_expected,
             )
             rows.append(row)
             print(
-                f"{point:22s} {rerun:22s} killed at {row['killed_at_s'] or 0:6.2f} s, "
+                f"{point:22s} {rerun:22s} killed at {row['killed_at_s']:6.2f} s"
+                f"{' (' + row['killed_how'] + ')' if row['killed_how'] else ''}, "
                 f"left {len(row['left_after_kill'])} file(s) ({', '.join(row['left_after_kill'])});"
                 f" re-run exit {again.returncode}: {how}, stale temps {temps}, inputs "
                 f"{'unchanged' if row['inputs_unchanged'] else 'CHANGED'}"
             )
-    write_json(out_root / "results.json", {"points": list(POINTS), "rows": rows}, overwrite=True)
+    ok = all(r["as_expected"] and not r["stale_temps"] and r["inputs_unchanged"] for r in rows)
+    print(f"{len(rows)} kill/re-run cases: {'all as expected' if ok else 'FAILURES above'}")
+    write_json(
+        out_root / "results.json",
+        {"points": list(POINTS), "rows": rows, "all_as_expected": ok},
+        overwrite=True,
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ Guarantees, for every output of every command and Python function:
   ``inputs`` given is refused, even with ``overwrite``.
 * **No silent replacement.** An existing target is replaced only with ``overwrite``.
 * New files get the permissions a plain ``open`` would (0666 minus the umask).
+
+For fault tests (``benchmarks/kill_points.py``): with ``SAMCONVEX_STOP_BEFORE_RENAME=<name>``
+in the environment, the process stops itself (SIGSTOP) when the temporary sibling of an
+output called ``<name>`` is complete but not yet renamed, the one moment a fast write cannot
+be caught from outside; the test then kills it there.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import logging
 import math
 import os
 import re
+import signal
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -35,6 +41,7 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 TEMP_PREFIX = ".samconvex-tmp."
 _TEMP_PATTERN = re.compile(r"^\.samconvex-tmp\.(\d+)\.[0-9a-f]{12}\.")
+STOP_BEFORE_RENAME_ENV = "SAMCONVEX_STOP_BEFORE_RENAME"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +181,8 @@ def atomic_write(
         if not temp.exists():
             raise OutputError(f"writing {path} produced no file (the writer failed silently).")
         os.chmod(temp, default_file_mode())
+        if os.environ.get(STOP_BEFORE_RENAME_ENV) == path.name:
+            os.kill(os.getpid(), signal.SIGSTOP)
         refuse_inputs(path, inputs)  # again: an input may have been linked there meanwhile
         if path.exists() and not overwrite:
             raise FileExistsError(
