@@ -276,7 +276,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("case", "build", "code", "words"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, build, code, words, inputs, tmp_path, capsys):
+def test_bad_input(case, build, code, words, inputs, tmp_path, capsys, record_property):
     if case == "cuda without CUDA":
         torch = pytest.importorskip("torch")
         if torch.cuda.is_available():
@@ -285,6 +285,8 @@ def test_bad_input(case, build, code, words, inputs, tmp_path, capsys):
     files = [*inputs.values(), *[p for p in tmp_path.rglob("*") if p.is_file()]]
     before = digest(files)
     exit_code, err = run(argv, capsys)
+    record_property("exit_code", exit_code)  # the matrix as a table: pytest --junitxml
+    record_property("message", err.strip())
     assert exit_code == code, err
     for word in words:
         assert word in err, f"{word!r} not in {err!r}"
