@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from itk_samconvex.apps.phantom import make_phantom_pair
-from itk_samconvex.edge.registration import CXX_SETTERS, SAMConvexRegistrationFilter
+from itk_samconvex.edge.api import CXX_SETTERS, SAMConvexRegistrationFilter
 from itk_samconvex.solver.config import FIELD_NAMES
 
 QUICK = {"preset": "fast", "io_iterations": 2}

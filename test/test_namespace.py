@@ -68,14 +68,14 @@ CHECK = """
 def test_plain_import_itk_exposes_our_names_with_lazy_loading():
     result = run_python(CHECK.format(lazy=True), {"ITK_PYTHON_LAZYLOADING": "1"})
     assert result.returncode == 0, result.stderr
-    assert "OK itk_samconvex.edge.registration" in result.stdout
+    assert "OK itk_samconvex.edge.api" in result.stdout
 
 
 @requires_install
 def test_plain_import_itk_exposes_our_names_without_lazy_loading():
     result = run_python(CHECK.format(lazy=False), {"ITK_PYTHON_LAZYLOADING": "0"})
     assert result.returncode == 0, result.stderr
-    assert "OK itk_samconvex.edge.registration" in result.stdout
+    assert "OK itk_samconvex.edge.api" in result.stdout
 
 
 @requires_install
@@ -86,7 +86,7 @@ def test_force_load_keeps_working():
         print(itk.samconvex_registration.__module__, itk.Image[itk.SS, 3].__name__)
     """)
     assert result.returncode == 0, result.stderr
-    assert "itk_samconvex.edge.registration itkImageSS3" in result.stdout
+    assert "itk_samconvex.edge.api itkImageSS3" in result.stdout
 
 
 BROKEN = """

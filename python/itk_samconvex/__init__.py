@@ -25,9 +25,9 @@ _LAZY = {
     "SAMConvexConfig": ".solver.config",
     "preset_config": ".solver.config",
     "RegistrationResult": ".edge.registration",
-    "SAMConvexRegistrationFilter": ".edge.registration",
+    "SAMConvexRegistrationFilter": ".edge.api",
     "register": ".edge.registration",
-    "samconvex_registration": ".edge.registration",
+    "samconvex_registration": ".edge.api",
     "warp_image": ".edge.transforms",
     "elastix_affine": ".edge.elastix",
     "elastix_prealignment": ".edge.elastix",
@@ -55,7 +55,7 @@ def _register_itk_names() -> None:
     itk = sys.modules.get("itk")
     if itk is None:
         return
-    from .edge.registration import SAMConvexRegistrationFilter, samconvex_registration
+    from .edge.api import SAMConvexRegistrationFilter, samconvex_registration
 
     for name, obj in (
         ("samconvex_registration", samconvex_registration),

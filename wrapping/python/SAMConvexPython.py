@@ -8,7 +8,7 @@ ImportError when used.
 swig = {}  # itk's loader writes module.swig[...]; pure-Python modules keep it empty.
 
 try:
-    from itk_samconvex.edge.registration import (
+    from itk_samconvex.edge.api import (
         SAMConvexRegistrationFilter,
         samconvex_registration,
     )

@@ -4,6 +4,7 @@
 ``transforms`` (fields as ITK transforms, warping), ``initial`` (pre-alignment intake),
 ``elastix`` and ``prealign`` (affine pre-alignment), ``checks`` (is it a CT?), ``mapping``
 (a transform under evaluation), ``io`` (every file read and written), ``registration``
-(``samconvex_registration`` and ``SAMConvexRegistrationFilter``), ``itk_classes`` (ITK
+(one registration: ``register``), ``api`` (``samconvex_registration`` and
+``SAMConvexRegistrationFilter`` over it), ``itk_classes`` (ITK
 classes without the lazy loader's cost). Imports only the solver and ``errors`` below it.
 """
