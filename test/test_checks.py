@@ -12,13 +12,10 @@ import pytest
 
 from helpers import make_grid
 from itk_samconvex.apps.phantom import make_phantom_pair
+from itk_samconvex.edge.api import SAMConvexRegistrationFilter, samconvex_registration
 from itk_samconvex.edge.checks import check_ct, ct_problem, size_warning, summarize
 from itk_samconvex.edge.io import read_image
-from itk_samconvex.edge.registration import (
-    SAMConvexRegistrationFilter,
-    check_inputs,
-    samconvex_registration,
-)
+from itk_samconvex.edge.registration import check_inputs
 from itk_samconvex.edge.space import array_view, scalar_image
 from itk_samconvex.errors import InputError
 from itk_samconvex.solver.config import preset_config

@@ -120,8 +120,11 @@ def test_wrong_shape_and_missing_key_fail_with_the_exact_diff(tmp_path, small_ne
     ) in message
 
 
-def test_no_checkpoint_says_how_to_get_weights(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
+def test_no_checkpoint_says_how_to_get_weights(monkeypatch, tmp_path):
+    from itk_samconvex.solver.features import sam_checkpoint
+
+    monkeypatch.delenv(ENV_VAR, raising=False)  # and the packaged weights gone:
+    monkeypatch.setattr(sam_checkpoint, "PACKAGED_WEIGHTS", tmp_path / "absent.pt")
     with pytest.raises(
         InputError,
         match=r"need SAM weights and none were given.*ModelScope.*"
@@ -223,6 +226,9 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path, ct_folder):
     from itk_samconvex.apps.training.plot import plot_loss, read_log
 
     assert list(read_log(tmp_path / "sam.pt.log.csv")["iteration"]) == list(range(1, 46))
+    from itk_samconvex.apps.training.plot import wall_seconds
+
+    assert wall_seconds(np.array([1.0, 2.0, 5.0, 0.5, 3.0])) == 8.0  # resumed after 5 s
     png = plot_loss(tmp_path / "sam.pt.log.csv", tmp_path / "loss.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shipped = export_weights(out, tmp_path / "shipped.pt")

@@ -25,6 +25,13 @@ def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
 
 
+def wall_seconds(seconds: np.ndarray) -> float:
+    """Total training wall time from a log's ``seconds`` column, which restarts from zero
+    in each resumed process: the sum of every segment's last value."""
+    restarts = np.flatnonzero(np.diff(seconds) < 0)
+    return float(seconds[restarts].sum() + seconds[-1]) if len(seconds) else 0.0
+
+
 def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
     window = max(1, min(window, len(values)))
     kernel = np.ones(window) / window
@@ -50,7 +57,7 @@ def plot_loss(log: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool
     ax.set_ylabel("InfoNCE loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    hours = columns["seconds"][-1] / 3600.0
+    hours = wall_seconds(columns["seconds"]) / 3600.0
     ax.set_title(f"{Path(log).name}: {int(it[-1])} iterations, {hours:.2f} h of wall time")
 
     def write_to(temp: Path) -> None:
@@ -59,4 +66,4 @@ def plot_loss(log: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool
     return atomic_write(Path(out), write_to, overwrite=overwrite)
 
 
-__all__ = ["plot_loss", "read_log"]
+__all__ = ["plot_loss", "read_log", "wall_seconds"]
