@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import platform
-import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from ..edge.transforms import identity, warp_image
 from ..metrics import jacobian_determinant
 from ..version import __version__
 from .evaluate import EvaluationResult, evaluate
+from .timings import Timings
 
 logger = logging.getLogger(__name__)
 
@@ -56,32 +55,6 @@ CONVENTION = (
     "transform maps fixed physical points to moving points (LPS mm); "
     "warped(x) = moving(T(x)); T(x) = A(x + u(x)) with the pre-alignment A baked in"
 )
-
-
-@dataclass
-class Timings:
-    """Seconds per labelled step of a whole command (imports, reading, ..., writing)."""
-
-    start: float = field(default_factory=time.perf_counter)
-    steps: dict[str, float] = field(default_factory=dict)
-    _tick: float = field(default=0.0, repr=False)
-
-    def __post_init__(self) -> None:
-        self._tick = time.perf_counter()
-
-    def mark(self, step: str) -> float:
-        """Attribute the time since the last mark to ``step`` (adds up); return it."""
-        now = time.perf_counter()
-        spent = now - self._tick
-        self.steps[step] = self.steps.get(step, 0.0) + spent
-        self._tick = now
-        return spent
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            **{k: round(v, 3) for k, v in self.steps.items()},
-            "total": round(time.perf_counter() - self.start, 3),
-        }
 
 
 def output_paths(

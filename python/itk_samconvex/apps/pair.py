@@ -2,14 +2,13 @@
 
 Read (headers first: dimension, size against free memory, NIfTI geometry and values), pre-align
 (a transform file, or the search + itk-elastix affine), register, score and write
-(``outputs.write_outputs``). Every step is timed into the same :class:`~outputs.Timings`.
+(``outputs.write_outputs``). Every step is timed into the same :class:`~timings.Timings`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,60 +16,11 @@ from ..edge.io import check_fits_memory, read_image, read_image_info, read_label
 from ..edge.registration import register
 from ..solver.config import SAMConvexConfig
 from ..solver.device import available_memory_bytes, resolve_device
-from .outputs import Timings, output_paths, write_outputs
+from .files import ELASTIX_AFFINE, PairFiles
+from .outputs import output_paths, write_outputs
+from .timings import Timings
 
 logger = logging.getLogger(__name__)
-
-#: ``initial_transform`` value asking for the search + itk-elastix affine pre-alignment.
-ELASTIX_AFFINE = "elastix-affine"
-
-
-_WHAT = {
-    "fixed": "fixed image",
-    "moving": "moving image",
-    "fixed_labels": "fixed label map",
-    "moving_labels": "moving label map",
-    "fixed_mask": "fixed mask",
-    "moving_mask": "moving mask",
-    "initial_transform": "initial transform",
-    "fixed_landmarks": "fixed landmarks",
-    "moving_landmarks": "moving landmarks",
-    "label_names": "label-name file",
-}
-
-
-@dataclass(frozen=True)
-class PairFiles:
-    """The input files of one pair (paths; None when not given).
-
-    ``initial_transform`` is a transform file or :data:`ELASTIX_AFFINE`.
-    """
-
-    fixed: str
-    moving: str
-    fixed_labels: str | None = None
-    moving_labels: str | None = None
-    fixed_mask: str | None = None
-    moving_mask: str | None = None
-    initial_transform: str | None = None
-    fixed_landmarks: str | None = None
-    moving_landmarks: str | None = None
-    label_names: str | None = None
-
-    def named(self) -> Iterator[tuple[str, str | None]]:
-        """``(what, path)`` of every input (what as messages name it)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "initial_transform" and value == ELASTIX_AFFINE:
-                continue
-            yield _WHAT[f.name], value
-
-    def paths(self) -> list[str]:
-        """Every input file given (what outputs must never be)."""
-        return [path for _, path in self.named() if path]
-
-    def to_dict(self) -> dict[str, str]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
 
 
 def pair_output_paths(

@@ -144,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``samconvex batch``: exit code 0 when every pair is done or skipped, 1 otherwise."""
     from ..apps.batch import load_pairs, register_many
-    from ..apps.pair import ELASTIX_AFFINE
+    from ..apps.files import ELASTIX_AFFINE
 
     cfg = config_from_args(args)
     manifest = Path(args.manifest)

@@ -38,9 +38,9 @@ _IMPORTED = time.perf_counter()
 
 
 def command_timings() -> Any:
-    """A :class:`~itk_samconvex.apps.outputs.Timings` that started with the process, with the
+    """A :class:`~itk_samconvex.apps.timings.Timings` that started with the process, with the
     start-up so far recorded as ``startup``."""
-    from ..apps.outputs import Timings
+    from ..apps.timings import Timings
 
     elapsed = process_seconds()
     timings = Timings(start=time.perf_counter() - elapsed)

@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pair_files(args: argparse.Namespace) -> Any:
-    """The command's input files (``apps.pair.PairFiles``)."""
-    from ..apps.pair import ELASTIX_AFFINE, PairFiles
+    """The command's input files (``apps.files.PairFiles``)."""
+    from ..apps.files import ELASTIX_AFFINE, PairFiles
 
     initial = ELASTIX_AFFINE if args.elastix_affine else args.initial_transform
     return PairFiles(

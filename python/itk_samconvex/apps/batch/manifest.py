@@ -42,7 +42,7 @@ from typing import Any
 from ...edge.io import read_landmarks
 from ...errors import InputError
 from ...solver.config import SAMConvexConfig, parse_toml_value, preset_config
-from ..pair import ELASTIX_AFFINE, PairFiles
+from ..files import ELASTIX_AFFINE, PairFiles
 
 #: Keys holding paths, in the order they are reported.
 PATH_KEYS = (
