@@ -91,7 +91,11 @@ def make_case(name: str, out: Path, package: Path) -> dict:
     """Write the inputs and the Python reference of case ``name`` into ``out``."""
     spec = CASES[name]
     meta = read_metadata(package)
-    cfg = SAMConvexConfig.from_dict(json.loads(meta["samconvex.config"])).replace(device="cpu")
+    # the C++ filter runs the exported program as it is: it makes no choice from the images
+    # (lung settings, sliding), so neither does its Python reference
+    cfg = SAMConvexConfig.from_dict(json.loads(meta["samconvex.config"])).replace(
+        device="cpu", lung_settings="off", sliding="off"
+    )
     pair = _pair(spec)
     initial = initial_affine() if spec["initial_transform"] else None
     mask = None
