@@ -159,9 +159,17 @@ def fixed_lung_share(fixed: Any, config: SAMConvexConfig | None = None) -> float
     cfg = config or preset_config("default")
     fixed = as_itk_image(fixed, "fixed image")
     grid = working_grid(fixed, check_image(fixed, "fixed image"), cfg)
-    source = antialias(fixed, grid.spacing[0]) if cfg.antialias else fixed
-    hu = sample_image(source, grid, None, device=torch.device("cpu"))[0]
+    hu = _working_image(fixed, grid, cfg, None, torch.device("cpu"))[0]
     return lung_share(hu[None, None], grid.spacing[0])[1]
+
+
+def _working_image(
+    image: Any, grid: Grid, cfg: SAMConvexConfig, transform: Any, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``image`` (anti-aliased for the grid's spacing when ``cfg.antialias``) sampled on the
+    working grid through ``transform``: (HU tensor (Z, Y, X), inside-the-image mask)."""
+    source = antialias(image, grid.spacing[0]) if cfg.antialias else image
+    return sample_image(source, grid, transform, device=device)
 
 
 def check_inputs(
@@ -234,10 +242,8 @@ def register(
         "working grid %s voxels at %g mm on %s", "x".join(map(str, grid.size)), spacing, device
     )
 
-    fixed_src = antialias(fixed, spacing) if cfg.antialias else fixed
-    moving_src = antialias(moving, spacing) if cfg.antialias else moving
-    fixed_t, fixed_inside = sample_image(fixed_src, grid, None, device=device)
-    moving_t, moving_inside = sample_image(moving_src, grid, initial, device=device)
+    fixed_t, fixed_inside = _working_image(fixed, grid, cfg, None, device)
+    moving_t, moving_inside = _working_image(moving, grid, cfg, initial, device)
     _check_overlap(moving_inside)
     fixed_mask_t = moving_mask_t = None
     if fixed_mask is not None:
@@ -257,30 +263,14 @@ def register(
     ):
         torch.manual_seed(cfg.seed)
         with torch.no_grad():
-            run_cfg, lungs, choices = _lung_choices(
-                cfg, fixed_t[None, None], moving_t[None, None], spacing
-            )
+            fixed_b, moving_b = fixed_t[None, None], moving_t[None, None]
+            run_cfg, lungs, choices = _lung_choices(cfg, fixed_b, moving_b, spacing)
+            images = (fixed_b, moving_b, run_cfg, extractor)
+            rest = (fixed_weight, moving_weight, progress)
             if lungs is None:
-                solved = register_tensors(
-                    fixed_t[None, None],
-                    moving_t[None, None],
-                    run_cfg,
-                    extractor,
-                    fixed_weight,
-                    moving_weight,
-                    progress,
-                )
+                solved = register_tensors(*images, *rest)
             else:
-                solved = register_sliding(
-                    fixed_t[None, None],
-                    moving_t[None, None],
-                    run_cfg,
-                    extractor,
-                    *lungs,
-                    fixed_weight,
-                    moving_weight,
-                    progress,
-                )
+                solved = register_sliding(*images, *lungs, *rest)
     timings.update(solved.timings)
 
     tick = time.perf_counter()

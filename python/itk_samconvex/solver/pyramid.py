@@ -18,6 +18,7 @@ from .convex import coupled_convex
 from .cost import cost_volume, smooth_cost
 from .features import FeatureExtractor, FeatureMap, harmonize, to_level_grid
 from .instance import instance_optimization
+from .lungs import combine_by_region
 from .warp import box_smooth, change_level, compose, export_friendly, pool, warp
 
 Tensor = torch.Tensor
@@ -317,8 +318,6 @@ def register_sliding(
     its region in the fixed image. Feature maps are computed once for both runs. The
     timings add up the two runs.
     """
-    from .lungs import combine_by_region
-
     features = LevelFeatures(fixed, moving, extractor, cfg.feature_extraction)
     inside = register_tensors(
         fixed,
