@@ -260,25 +260,27 @@ def hd95(
 # ---------------------------------------------------------------------------------------------
 
 
-def _index_gradient(u: np.ndarray) -> np.ndarray:
-    """d u_c / d index_a for a (z', Y, X, 3) block: shape (z', Y, X, 3 comps, 3 axes (x,y,z)).
+def _index_gradients(u: np.ndarray) -> list[np.ndarray]:
+    """``[d u / d index_x, d u / d index_y, d u / d index_z]`` of a (z', Y, X, 3) block.
 
-    Central differences inside, one-sided at the block's ends (``np.gradient``, unit step);
-    a singleton axis has zero derivative.
+    Each entry has the block's shape. Central differences inside, one-sided at the block's
+    ends (``np.gradient``, unit step); a singleton axis has zero derivative.
     """
-    g = np.zeros((*u.shape, 3), dtype=np.float64)
-    for a, array_axis in enumerate((2, 1, 0)):  # index axis x, y, z -> array axis
+    out = []
+    for array_axis in (2, 1, 0):  # index axis x, y, z -> array axis
         if u.shape[array_axis] > 1:
-            g[..., a] = np.gradient(u, axis=array_axis)
-    return g
+            out.append(np.gradient(u, axis=array_axis))
+        else:
+            out.append(np.zeros_like(u))
+    return out
 
 
-def _det3(m: np.ndarray) -> np.ndarray:
-    """Determinants of a stack of 3x3 matrices (..., 3, 3), by cofactor expansion."""
+def _det3(m: list[list[np.ndarray]]) -> np.ndarray:
+    """Determinants of 3x3 matrices given entry-wise (``m[r][c]`` arrays), by cofactors."""
     return (
-        m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
-        - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
-        + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0])
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
     )
 
 
@@ -317,10 +319,18 @@ def jacobian_determinant(
         # slab identical to those of the whole field.
         lo, hi = max(z0 - 1, 0), min(z1 + 1, nz)
         block = np.asarray(u[lo:hi], dtype=np.float64)
-        jac = _index_gradient(block)[z0 - lo : z0 - lo + (z1 - z0)] @ a_inv
-        jac[..., 0, 0] += 1.0
-        jac[..., 1, 1] += 1.0
-        jac[..., 2, 2] += 1.0
+        inner = slice(z0 - lo, z0 - lo + (z1 - z0))
+        grads = [g[inner] for g in _index_gradients(block)]
+        # physical derivative along LPS axis b: sum over index axes a of a_inv[a, b] * du/da
+        physical = []
+        for b in range(3):
+            d = np.zeros_like(grads[0])
+            for a in range(3):
+                if a_inv[a, b] != 0.0:
+                    d += a_inv[a, b] * grads[a]
+            physical.append(d)
+        # jac[c][b] = delta_cb + d u_c / d p_b
+        jac = [[physical[b][..., c] + (1.0 if b == c else 0.0) for b in range(3)] for c in range(3)]
         det[z0:z1] = _det3(jac)
     return det
 

@@ -128,6 +128,9 @@ class EvaluationResult:
         landmarks_outside_field: fixed landmarks outside a displacement field's grid (their
             displacement was extrapolated by border replication).
         inputs: free-form provenance (file names), copied into ``to_dict``.
+        deformable_determinant: the (Z, Y, X) float32 determinant map behind
+            ``jacobian_deformable`` (else ``jacobian``), kept only when ``evaluate`` was asked
+            to (``keep_determinant=True``, for the QC picture); never exported.
     """
 
     transform: str
@@ -144,6 +147,7 @@ class EvaluationResult:
     landmarks_outside_field: int = 0
     seconds: float = 0.0
     inputs: dict[str, str] = field(default_factory=dict)
+    deformable_determinant: np.ndarray | None = field(default=None, repr=False)
 
     # -- derived values -----------------------------------------------------------------------
 
@@ -406,6 +410,7 @@ def evaluate(
     label_names: Mapping[int, str] | PathLike | None = None,
     mask: Any = None,
     surface_distances: bool = True,
+    keep_determinant: bool = False,
 ) -> EvaluationResult:
     """Score a registration with the package's metrics.
 
@@ -431,6 +436,8 @@ def evaluate(
             the Jacobian statistics, e.g. a body mask.
         surface_distances: also compute HD95 per label (costs a distance transform per label
             and state).
+        keep_determinant: keep the determinant map of the deformable part (of ``transform``
+            without one) as ``deformable_determinant``.
 
     Raises:
         InputError: an input cannot be used (the message names it and the fix).
@@ -490,12 +497,12 @@ def evaluate(
     names = _names(label_names)
     logger.info("evaluating %s on the fixed grid %s", mapping.description, grid.size)
 
-    def jacobian_of(m: TransformMapping) -> tuple[dict[str, float], str]:
+    def jacobian_of(m: TransformMapping) -> tuple[dict[str, float], str, np.ndarray]:
         u, how = m.field_on(grid)
         det = jacobian_determinant(u, grid.spacing, grid.direction_matrix)
-        return jacobian_stats(det, mask_array), how
+        return jacobian_stats(det, mask_array), how, det
 
-    stats, how = jacobian_of(mapping)
+    stats, how, det = jacobian_of(mapping)
     voxels = int(np.prod(grid.shape) if mask_array is None else mask_array.sum())
     result = EvaluationResult(
         transform=f"{mapping.description}; Jacobian from {how}",
@@ -506,9 +513,12 @@ def evaluate(
         label_names=names,
     )
     if deformable_transform is not None:
-        result.jacobian_deformable, _ = jacobian_of(
+        result.jacobian_deformable, _, det = jacobian_of(
             resolve(deformable_transform, fixed, "deformable transform")
         )
+    if keep_determinant:
+        result.deformable_determinant = det.astype(np.float32)
+    del det
     if fixed_labels is not None:
         _score_labels(result, fixed_labels, moving_labels, mappings, label_ids, surface_distances)
     if points is not None:

@@ -176,18 +176,23 @@ def write_outputs(
     timings = timings or Timings()
     inputs = list(inputs)
     timings.mark("registration")
+    # Without a pre-alignment the transform is its deformable part: one Jacobian, not two.
+    prealigned = result.initial_transform is not None
     evaluation = evaluate(
         fixed,
         result.transform,
         initial_transform=result.initial_transform,
-        deformable_transform=result.deformable_field,
+        deformable_transform=result.deformable_field if prealigned else None,
         fixed_labels=fixed_labels if moving_labels is not None else None,
         moving_labels=moving_labels if fixed_labels is not None else None,
         fixed_points=fixed_points if moving_points is not None else None,
         moving_points=moving_points if fixed_points is not None else None,
         label_names=label_names,
         surface_distances=hd95,
+        keep_determinant="qc" in paths,
     )
+    if not prealigned:
+        evaluation.jacobian_deformable = dict(evaluation.jacobian)
     timings.mark("scoring")
     write_transform(result.transform, paths["transform"], overwrite=overwrite, inputs=inputs)
     if "affine" in paths and result.initial_transform is not None:
@@ -267,8 +272,10 @@ def _write_qc(
     grid = Grid.of(fixed)
     initial = result.initial_transform or identity()
     before = warp_image(moving, initial, fixed)
-    deformable = np.asarray(array_view(result.deformable_field))
-    det = jacobian_determinant(deformable, grid.spacing, grid.direction_matrix)
+    det = evaluation.deformable_determinant
+    if det is None:
+        deformable = np.asarray(array_view(result.deformable_field))
+        det = jacobian_determinant(deformable, grid.spacing, grid.direction_matrix)
     before_labels = None
     if moving_labels is not None:
         before_labels = np.asarray(
@@ -331,6 +338,7 @@ def provenance(result: RegistrationResult) -> dict[str, Any]:
             "direction": list(grid.direction),
         },
         "device": result.device,
+        "torch_threads": result.threads,
         "versions": {
             "itk-samconvex": __version__,
             "itk": itk_version(),

@@ -183,9 +183,15 @@ def run(args: argparse.Namespace) -> int:
             "--fixed-landmarks and --moving-landmarks go together (row i of one "
             "matches row i of the other)."
         )
+    timings.mark("arguments")
+    import torch  # noqa: F401 - the heavy imports of the command, timed as "imports"
+
     from ..apps.outputs import refuse_existing
-    from ..apps.pair import pair_output_paths
+    from ..apps.pair import pair_output_paths, register_files
     from ..edge.io import output_folder, refuse_inputs, remove_stale_temps
+    from ..solver.pyramid import stage_names
+
+    timings.mark("imports")
 
     out = Path(args.output)
     if out.is_dir():
@@ -198,12 +204,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     timings.mark("arguments")
     with output_folder(out):
-        import torch  # noqa: F401 - the heavy imports of the command, timed as "imports"
-
-        from ..apps.pair import register_files
-        from ..solver.pyramid import stage_names
-
-        timings.mark("imports")
         bar = ProgressBar([*stage_names(cfg), "output"], args.quiet)
         try:
             report = register_files(

@@ -63,6 +63,8 @@ class RegistrationResult:
         working_grid: the isotropic grid the solver ran on.
         config: the parameters used.
         device: the torch device used.
+        threads: torch CPU threads of the solver (fewer than the cores when other processes
+            kept some busy and the user set none).
         timings: seconds per stage (and ``total``).
         warnings: messages about the inputs worth a look (also logged), e.g. a small image.
         choices: what was decided from the images themselves (e.g. sliding at the lungs),
@@ -79,6 +81,7 @@ class RegistrationResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     choices: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
 
     @property
     def deformable_transform(self) -> Any:
@@ -258,7 +261,7 @@ def register(
     elif hasattr(extractor, "set_working_spacing"):
         extractor.set_working_spacing(spacing)
     with (
-        torch_threads(cfg.num_threads),
+        torch_threads(cfg.num_threads, device) as threads,
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
     ):
         torch.manual_seed(cfg.seed)
@@ -290,6 +293,7 @@ def register(
         timings=timings,
         warnings=warnings,
         choices=choices,
+        threads=threads,
     )
     timings["output"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 
 import torch
@@ -94,12 +95,81 @@ def default_threads() -> int:
     return max(1, cpu_count())
 
 
+def _cpu_jiffies(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, total) jiffies summed over ``cpus`` from /proc/stat; None where unreadable."""
+    busy = total = 0
+    seen = 0
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            for line in handle:
+                name, *fields = line.split()
+                if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+                    continue
+                values = [int(v) for v in fields[:8]]
+                idle = values[3] + values[4]  # idle + iowait
+                total += sum(values)
+                busy += sum(values) - idle
+                seen += 1
+    except (OSError, ValueError):
+        return None
+    return (busy, total) if seen else None
+
+
+def busy_cores(sample_s: float = 0.1) -> float | None:
+    """How many of this process's cores other processes keep busy, from two /proc/stat
+    readings ``sample_s`` apart (this process sleeps in between); None off Linux."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return None
+    first = _cpu_jiffies(cpus)
+    if first is None:
+        return None
+    time.sleep(sample_s)
+    second = _cpu_jiffies(cpus)
+    if second is None or second[1] <= first[1]:
+        return None
+    return len(cpus) * (second[0] - first[0]) / (second[1] - first[1])
+
+
+def load_aware_threads(limit: int, busy: float | None) -> int:
+    """Threads for a CPU run when the user set none: the cores nobody else keeps busy,
+    at most ``limit`` (torch's current setting) and at least 1.
+
+    Measured on a 2-core machine (``benchmarks/process_time.py``): with one core kept busy
+    by another process, two torch threads made a warm registration 3-4x slower than idle
+    (OpenMP threads wait on the one that is descheduled), one thread 1.7x.
+    """
+    if busy is None:
+        return max(1, limit)
+    free = cpu_count() - round(busy)
+    return max(1, min(limit, free))
+
+
 @contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Run a block with ``threads`` torch CPU threads (None: the current setting, which a
-    user's ``torch.set_num_threads`` decides); restore the previous count afterwards."""
+def torch_threads(threads: int | None, device: torch.device | None = None) -> Iterator[int]:
+    """Run a block with ``threads`` torch CPU threads; restore the previous count afterwards.
+
+    ``threads=None`` on the CPU: :func:`load_aware_threads` of the current setting (a user's
+    ``torch.set_num_threads`` is the upper bound) and a short load sample; on CUDA, the
+    current setting. A number given by the user always wins.
+    """
     before = torch.get_num_threads()
-    wanted = int(threads) if threads else before
+    if threads:
+        wanted = int(threads)
+    elif device is not None and device.type == "cpu":
+        wanted = load_aware_threads(before, busy_cores())
+        if wanted < before:
+            logger.info(
+                "other processes keep %d of %d cores busy: %d torch thread(s) instead of %d "
+                "(set num_threads / --threads to choose)",
+                cpu_count() - wanted,
+                cpu_count(),
+                wanted,
+                before,
+            )
+    else:
+        wanted = before
     if wanted != before:
         torch.set_num_threads(wanted)
     try:
@@ -111,9 +181,11 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 __all__ = [
     "available_memory_bytes",
+    "busy_cores",
     "check_memory",
     "cpu_count",
     "default_threads",
+    "load_aware_threads",
     "resolve_device",
     "torch_threads",
 ]
