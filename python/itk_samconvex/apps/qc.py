@@ -297,9 +297,20 @@ def render_png(data: QCData) -> bytes:
     letters = axis_letters(data.direction)
     folds = ListedColormap([(1.0, 1.0, 0.0, 1.0)])
 
-    fig = Figure(figsize=(12.5, 19.0), dpi=72, layout="constrained")
+    # A fixed layout: matplotlib's constrained layout cost 0.7 s of a 2 s picture.
+    fig = Figure(figsize=(12.5, 19.0), dpi=72)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(6, 3, height_ratios=[0.55, 1, 1, 1, 1, 1])
+    grid = fig.add_gridspec(
+        6,
+        3,
+        height_ratios=[0.55, 1, 1, 1, 1, 1],
+        left=0.05,
+        right=0.98,
+        top=0.99,
+        bottom=0.01,
+        wspace=0.12,
+        hspace=0.22,
+    )
     head = fig.add_subplot(grid[0, :])
     head.axis("off")
     head.text(
