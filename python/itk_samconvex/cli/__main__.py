@@ -1,7 +1,5 @@
 """``python -m itk_samconvex.cli``: the ``samconvex`` command."""
 
-import sys
+from . import console_main
 
-from . import main
-
-sys.exit(main())
+console_main()
