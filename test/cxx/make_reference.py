@@ -92,9 +92,9 @@ def make_case(name: str, out: Path, package: Path) -> dict:
     spec = CASES[name]
     meta = read_metadata(package)
     # the C++ filter runs the exported program as it is: it makes no choice from the images
-    # (lung settings, sliding), so neither does its Python reference
+    # (lung settings, sliding, the field-of-view anchor), so neither does its Python reference
     cfg = SAMConvexConfig.from_dict(json.loads(meta["samconvex.config"])).replace(
-        device="cpu", lung_settings="off", sliding="off"
+        device="cpu", lung_settings="off", sliding="off", fov_anchor="off"
     )
     pair = _pair(spec)
     initial = initial_affine() if spec["initial_transform"] else None

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..solver.boundary import anchor_at_faces
 from ..solver.config import (
     SAMConvexConfig,
     preset_config,
@@ -35,6 +36,7 @@ from .space import (
     antialias,
     check_image,
     check_mask,
+    faces_in,
     fit_working_grid,
     foreground_box,
     level_grid,
@@ -143,6 +145,42 @@ def _lung_choices(
     elif cfg.sliding == "auto":
         choices["sliding"] = f"off: {share} (below {threshold})"
     return cfg, lungs, choices
+
+
+def _fov_anchor(
+    cfg: SAMConvexConfig,
+    field: torch.Tensor,
+    field_grid: Grid,
+    fixed_grid: Grid,
+    moving_grid: Grid,
+    initial: Any,
+) -> tuple[torch.Tensor, dict[str, str]]:
+    """The solver field anchored at the fixed image's faces (``solver.boundary``) when
+    ``cfg.fov_anchor`` asks for it or, with ``"auto"``, when both images cover the same box
+    and no initial transform moves one; and the choice made, for the report."""
+    if cfg.fov_anchor == "off":
+        return field, {}
+    if cfg.fov_anchor == "auto" and initial is not None:
+        return field, {"fov_anchor": "off: an initial transform moves the moving image"}
+    if cfg.fov_anchor == "auto" and not fixed_grid.same_as(moving_grid):
+        return field, {"fov_anchor": "off: the moving image covers another box than the fixed"}
+    lower, upper = faces_in(fixed_grid, field_grid)
+    anchored, bands = anchor_at_faces(
+        field,
+        lower,
+        upper,
+        field_grid.spacing[0],
+        cfg.fov_anchor_max_strain,
+        cfg.fov_anchor_min_band_mm,
+    )
+    why = "asked" if cfg.fov_anchor == "on" else "both images cover the same box"
+    widest = max(max(pair) for pair in bands)
+    detail = (
+        f"displacement leaving the box ramped to zero within {widest:.0f} mm of its faces"
+        if widest > 0
+        else "no displacement leaves the box"
+    )
+    return anchored, {"fov_anchor": f"on: {why}; {detail}"}
 
 
 def working_grid(fixed: Any, fixed_grid: Grid, cfg: SAMConvexConfig) -> Grid:
@@ -278,10 +316,12 @@ def register(
 
     tick = time.perf_counter()
     field_grid = level_grid(grid, solved.factor)
-    u_mm = deformable_field(solved.field, field_grid, fixed_grid)
-    total_mm = (
-        u_mm if initial is None else baked_field(solved.field, field_grid, fixed_grid, initial)
+    field_vox, anchor_choice = _fov_anchor(
+        run_cfg, solved.field, field_grid, fixed_grid, Grid.of(moving), initial
     )
+    choices.update(anchor_choice)
+    u_mm = deformable_field(field_vox, field_grid, fixed_grid)
+    total_mm = u_mm if initial is None else baked_field(field_vox, field_grid, fixed_grid, initial)
     result = RegistrationResult(
         transform=displacement_transform(total_mm, fixed_grid),
         field=vector_image(total_mm, fixed_grid, "F"),

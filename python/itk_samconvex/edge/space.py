@@ -489,6 +489,28 @@ def index_displacement_matrix(grid: Grid) -> np.ndarray:
     return grid.direction_matrix @ np.diag(grid.spacing)
 
 
+def faces_in(box: Grid, grid: Grid) -> tuple[list[float], list[float]]:
+    """The faces of ``box``'s voxel extent in ``grid``'s voxel coordinates.
+
+    Returns (lower, upper) per tensor axis (z, y, x): the continuous index of ``grid`` at
+    which ``box``'s outer voxel boundaries lie. The two grids share a direction (the working
+    and level grids have the fixed image's).
+    """
+    corners = (-0.5 * np.ones(3), np.asarray(box.size) - 0.5)
+    to_index = np.linalg.inv(grid.direction_matrix @ np.diag(grid.spacing))
+    ends = [
+        to_index
+        @ (
+            np.asarray(box.origin)
+            + box.direction_matrix @ (c * np.asarray(box.spacing))
+            - np.asarray(grid.origin)
+        )
+        for c in corners
+    ]
+    lower, upper = np.minimum(*ends), np.maximum(*ends)
+    return [float(v) for v in lower[::-1]], [float(v) for v in upper[::-1]]
+
+
 def level_grid(working: Grid, factor: int) -> Grid:
     """The level grid with spacing ``factor`` x working spacing that tiles ``working``.
 

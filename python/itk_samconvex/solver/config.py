@@ -27,6 +27,7 @@ Padding = Literal["replicate", "zeros"]
 IOParameterization = Literal["total", "increment"]
 Sliding = Literal["off", "on", "auto"]
 LungSettings = Literal["auto", "on", "off"]
+FovAnchor = Literal["auto", "on", "off"]
 
 PRESETS: tuple[str, ...] = get_args(Preset)
 #: When the working grid exceeds ``max_working_voxels`` its spacing first grows by the cube
@@ -103,6 +104,13 @@ class SAMConvexConfig:
     # when the lungs fill at least ``lung_body_fraction`` of the fixed body
     sliding: Sliding = "off"
     sliding_smoothing_passes: int = 0  # box passes over the combined field (softens the break)
+    # --- faces of a shared field of view (see solver.boundary) -----------------------------
+    # ramp the displacement that leaves the fixed image's box to zero at its faces, so that
+    # every fixed voxel keeps a counterpart in the moving image; "auto": when both images
+    # cover the same box and no initial transform is given (e.g. two phases of one 4DCT)
+    fov_anchor: FovAnchor = "auto"
+    fov_anchor_max_strain: float = 0.25  # the ramp strains the tissue by at most this
+    fov_anchor_min_band_mm: float = 4.0
     # --- instance optimisation ------------------------------------------------------------
     instance_optimization: bool = True
     io_iterations: int = 50
@@ -281,6 +289,18 @@ def _validate(cfg: SAMConvexConfig) -> None:
         raise bad("sliding", f"is {cfg.sliding!r}", "use 'off', 'on' or 'auto'")
     if cfg.lung_settings not in ("auto", "on", "off"):
         raise bad("lung_settings", f"is {cfg.lung_settings!r}", "use 'auto', 'on' or 'off'")
+    if cfg.fov_anchor not in ("auto", "on", "off"):
+        raise bad("fov_anchor", f"is {cfg.fov_anchor!r}", "use 'auto', 'on' or 'off'")
+    if not 0.0 < cfg.fov_anchor_max_strain < 1.0:
+        raise bad(
+            "fov_anchor_max_strain", f"is {cfg.fov_anchor_max_strain}", "use a strain in (0, 1)"
+        )
+    if not cfg.fov_anchor_min_band_mm > 0:
+        raise bad(
+            "fov_anchor_min_band_mm",
+            f"is {cfg.fov_anchor_min_band_mm}",
+            "use a positive width in mm",
+        )
     if not 0.0 <= cfg.lung_body_fraction <= 1.0:
         raise bad("lung_body_fraction", f"is {cfg.lung_body_fraction}", "use a share in 0..1")
     if cfg.padding not in ("replicate", "zeros"):
@@ -354,6 +374,7 @@ def preset_config(name: str = "default", **overrides: Any) -> SAMConvexConfig:
             io_relinearize_every=1,
             io_parameterization="increment",
             io_return_smoothed=False,
+            fov_anchor="off",
         )
     elif name == "lung":
         base = base.replace(
