@@ -411,7 +411,7 @@ def test_json_manifest_defaults_relative_paths_and_overrides(inputs, tmp_path):
     finally:
         manifest.unlink()
     assert [p.name for p in pairs] == ["fixed0__moving0", "fixed1__moving1"]
-    assert pairs[0].moving_labels == str(folder / "moving_labels0.nii.gz")
+    assert pairs[0].files.moving_labels == str(folder / "moving_labels0.nii.gz")
     assert pairs[0].overrides == {"io_iterations": 7}
     assert pairs[1].overrides == {
         "io_iterations": 3,

@@ -44,19 +44,8 @@ from ...errors import InputError
 from ...solver.config import SAMConvexConfig, parse_toml_value, preset_config
 from ..files import ELASTIX_AFFINE, PairFiles
 
-#: Keys holding paths, in the order they are reported.
-PATH_KEYS = (
-    "fixed",
-    "moving",
-    "fixed_labels",
-    "moving_labels",
-    "fixed_mask",
-    "moving_mask",
-    "initial_transform",
-    "fixed_landmarks",
-    "moving_landmarks",
-    "label_names",
-)
+#: Keys holding paths, in the order they are reported (the fields of ``PairFiles``).
+PATH_KEYS = tuple(f.name for f in fields(PairFiles))
 #: Keys that are neither paths nor registration parameters.
 OTHER_KEYS = ("output",)
 #: Columns accepted and ignored (free text for the user).
@@ -84,43 +73,24 @@ _CONFIG_FIELDS = {f.name for f in fields(SAMConvexConfig)}
 
 @dataclass(frozen=True)
 class PairSpec:
-    """One pair of a batch, with absolute paths.
+    """One pair of a batch: its input files (absolute paths), name and parameters.
 
     Attributes:
         name: output folder name (unique within the batch).
-        fixed, moving: image paths.
-        fixed_labels, moving_labels, fixed_mask, moving_mask: optional image paths.
-        initial_transform: optional transform file path, or ``"elastix-affine"``.
-        fixed_landmarks, moving_landmarks: optional CSV point files (x, y, z LPS mm).
+        files: the input files, as ``register`` takes them (``initial_transform`` may be
+            ``"elastix-affine"``).
         overrides: per-pair :class:`SAMConvexConfig` field values.
         where: where the pair came from, for messages (``"line 3"``, ``"pairs[2]"``).
     """
 
     name: str
-    fixed: str
-    moving: str
-    fixed_labels: str | None = None
-    moving_labels: str | None = None
-    fixed_mask: str | None = None
-    moving_mask: str | None = None
-    initial_transform: str | None = None
-    fixed_landmarks: str | None = None
-    moving_landmarks: str | None = None
-    label_names: str | None = None
+    files: PairFiles
     overrides: dict[str, Any] = field(default_factory=dict)
     where: str = ""
 
     def config(self, base: SAMConvexConfig) -> SAMConvexConfig:
         """``base`` with this pair's overrides applied."""
         return base.replace(**self.overrides) if self.overrides else base
-
-    def inputs(self) -> dict[str, str]:
-        """The given input paths by key (for reports)."""
-        return {key: getattr(self, key) for key in PATH_KEYS if getattr(self, key) is not None}
-
-    def files(self) -> PairFiles:
-        """The pair's input files, as ``register`` takes them."""
-        return PairFiles(**{key: getattr(self, key) for key in PATH_KEYS})
 
 
 class ManifestError(InputError):
@@ -349,7 +319,7 @@ def load_pairs(
             if isinstance(item, PairSpec):
                 where = item.where or where
                 item = {
-                    **{k: getattr(item, k) for k in PATH_KEYS},
+                    **item.files.to_dict(),
                     "output": item.name,
                     **item.overrides,
                 }
@@ -476,7 +446,7 @@ def _check_row(
         )
     if len(problems) > start:
         return None
-    return PairSpec(name=name, overrides=overrides, where=where, **paths)
+    return PairSpec(name=name, files=PairFiles(**paths), overrides=overrides, where=where)
 
 
 __all__ = [

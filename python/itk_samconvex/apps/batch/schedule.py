@@ -31,9 +31,10 @@ from typing import Any
 from ...edge.io import make_output_folder, write_text
 from ...errors import InputError, ResourceError
 from ...solver.config import SAMConvexConfig, build_config
+from ..files import ELASTIX_AFFINE
 from ..outputs import OUTPUT_NAMES
 from .commit import OutputLock, is_complete, remove_attempts
-from .manifest import PATH_KEYS, ManifestError, PairSpec, load_pairs
+from .manifest import ManifestError, PairSpec, load_pairs
 from .summary import BatchSummary, folder_stats
 from .worker import RESOURCE, BatchWorkerSetup, PairHook, PairTask, run_pair
 
@@ -50,9 +51,8 @@ def refuse_inputs_in_outputs(specs: Sequence[PairSpec], out: Path) -> None:
     problems = []
     for spec in specs:
         folder = (out / spec.name).resolve()
-        for key in PATH_KEYS:
-            value = getattr(spec, key)
-            if not value or value == "elastix-affine":
+        for key, value in spec.files.to_dict().items():
+            if value == ELASTIX_AFFINE:
                 continue
             path = Path(value).resolve()
             if path == folder or folder in path.parents:
@@ -116,7 +116,8 @@ def _write_failure(out: Path, spec: PairSpec, row: dict[str, Any]) -> Path:
     path = _failure_file(out, spec.name)
     path.parent.mkdir(exist_ok=True)
     text = (
-        f"pair: {spec.name} ({spec.where})\nfixed: {spec.fixed}\nmoving: {spec.moving}\n"
+        f"pair: {spec.name} ({spec.where})\n"
+        f"fixed: {spec.files.fixed}\nmoving: {spec.files.moving}\n"
         f"attempts: {row.get('attempts')}\nworker: {row.get('worker')}\n"
         f"error: {row.get('error')}\n\n{row.get('traceback') or ''}"
     )
@@ -157,8 +158,8 @@ def _killed_row(task: PairTask, error: BaseException, tb: str) -> dict[str, Any]
     row: dict[str, Any] = {
         "name": spec.name,
         "status": "failed",
-        "fixed": spec.fixed,
-        "moving": spec.moving,
+        "fixed": spec.files.fixed,
+        "moving": spec.files.moving,
         "traceback": tb,
     }
     if isinstance(error, KilledWorker):
@@ -264,8 +265,8 @@ def register_many(
                 "status": "pending",
                 "attempts": 0,
                 "output": str(final),
-                "fixed": spec.fixed,
-                "moving": spec.moving,
+                "fixed": spec.files.fixed,
+                "moving": spec.files.moving,
             }
             if not overwrite and is_complete(final):
                 _forget_failure(out, spec.name)

@@ -232,7 +232,7 @@ def _register_into(task: PairTask, attempt: Path, final: Path) -> dict[str, Any]
     import torch
 
     spec = task.spec
-    files = spec.files()
+    files = spec.files
     paths = pair_output_paths(files, attempt, qc=task.qc, write_field=task.write_field)
     extra = {
         "batch": {
@@ -275,8 +275,8 @@ def run_pair(task: PairTask) -> dict[str, Any]:
         "status": "failed",
         "worker": _worker_name(),
         "output": str(final),
-        "fixed": spec.fixed,
-        "moving": spec.moving,
+        "fixed": spec.files.fixed,
+        "moving": spec.files.moving,
     }
     if not task.overwrite and is_complete(final):
         # a concurrent attempt of this pair (rescheduled after a worker death) finished first
