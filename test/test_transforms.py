@@ -32,6 +32,7 @@ from itk_samconvex.edge.space import (
     dense_field_of,
     index_displacement_matrix,
     linear_parts,
+    scalar_image,
     working_grid,
 )
 from itk_samconvex.edge.transforms import baked_field, displacement_transform, transform_field_image
@@ -842,3 +843,92 @@ def test_densifying_writes_nothing_to_the_working_directory(elastix_runs, tmp_pa
     monkeypatch.chdir(work)
     elastix.read_parameter_file(out / "TransformParameters.0.txt", elastix_runs.fixed)
     assert sorted(p.name for p in work.iterdir()) == []
+
+
+def _itk_resample(moving, transform, reference, nearest: bool, default_value: float):
+    kwargs = {
+        "transform": transform,
+        "use_reference_image": True,
+        "reference_image": reference,
+        "default_pixel_value": default_value,
+    }
+    if nearest:
+        kwargs["interpolator"] = itk.NearestNeighborInterpolateImageFunction.New(moving)
+    return itk.resample_image_filter(moving, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["field", "affine"])
+def test_warp_image_without_the_itk_resampler_computes_what_it_does(kind):
+    """warp_image samples with torch for our displacement fields and for linear transforms;
+    on an oblique, anisotropic, offset pair it agrees with ITK's ResampleImageFilter except
+    within sample_image's slack (1e-3 voxels) of the moving extent or of a nearest tie."""
+    from itk_samconvex.apps.phantom import make_phantom_pair
+    from itk_samconvex.edge.space import SAMPLING_SLACK
+    from itk_samconvex.edge.transforms import _warp_in_torch, warp_image
+
+    turn = np.array([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]])
+    pair = make_phantom_pair(
+        size=(40, 36, 30),
+        spacing=(2.5, 3.0, 4.0),
+        direction=turn,
+        moving_size=(44, 40, 28),
+        moving_spacing=(2.0, 2.7, 4.5),
+        moving_origin=(-61.0, -48.5, -55.0),
+    )
+    grid, moving_grid = Grid.of(pair.fixed), Grid.of(pair.moving)
+    u = np.random.default_rng(0).normal(0.0, 3.0, (*grid.shape, 3))
+    if kind == "field":
+        transform = displacement_transform(u, grid)
+        points_mm = u
+    else:
+        transform = itk.AffineTransform[itk.D, 3].New()
+        transform.SetMatrix(itk.matrix_from_array(rotation([1, 2, 3], 9.0)))
+        transform.SetTranslation([4.0, -3.0, 6.0])
+        points_mm = None
+    index = np.stack(np.indices(grid.shape)[::-1], -1).astype(np.float64)
+    points = np.asarray(grid.origin) + index @ (grid.direction_matrix @ np.diag(grid.spacing)).T
+    if points_mm is not None:
+        points = points + points_mm
+    else:
+        m, t = linear_parts(transform)
+        points = points @ m.T + t
+    to_moving = np.linalg.inv(moving_grid.direction_matrix @ np.diag(moving_grid.spacing))
+    continuous = (points - np.asarray(moving_grid.origin)) @ to_moving.T
+    size = np.asarray(moving_grid.size)
+    near_edge = (np.abs(continuous + 0.5) < 2 * SAMPLING_SLACK) | (
+        np.abs(continuous - (size - 0.5)) < 2 * SAMPLING_SLACK
+    )
+    near_tie = np.abs(continuous - np.floor(continuous) - 0.5) < 2 * SAMPLING_SLACK
+    as_short = itk.cast_image_filter(pair.moving, ttype=(type(pair.moving), itk.Image[itk.SS, 3]))
+    cases = ((pair.moving, False, "F"), (as_short, False, "SS"), (pair.moving_labels, True, "UC"))
+    for image, nearest, code in cases:
+        default = 0 if nearest else (-1000 if code == "SS" else -1000.0)
+        assert _warp_in_torch(image, transform, pair.fixed, nearest, default, code) is not None
+        ours = itk.array_from_image(warp_image(image, transform, pair.fixed, nearest, default))
+        itks = itk.array_from_image(_itk_resample(image, transform, pair.fixed, nearest, default))
+        assert ours.dtype == itks.dtype
+        # float round-off may move a truncated integer by one
+        tolerance = {"F": 1e-2, "SS": 1.0, "UC": 0.0}[code]
+        differs = np.abs(ours.astype(np.float64) - itks) > tolerance
+        allowed = near_edge.any(-1) | (near_tie.any(-1) if nearest else False)
+        assert not (differs & ~allowed).any(), (kind, nearest, int((differs & ~allowed).sum()))
+        assert differs.mean() < 1e-3
+        if code != "F":  # ITK's cast (clamp, truncate) is reproduced, not merely approached
+            assert (ours != itks).mean() < 1e-3
+        outside = ((continuous < -0.5 - 1e-2) | (continuous > size - 0.5 + 1e-2)).any(-1)
+        assert outside.any() and (ours[outside] == default).all()
+
+
+def test_warp_image_falls_back_to_itk_for_other_transforms_and_pixel_types(oblique_grid):
+    """A B-spline transform, or a pixel type float32 cannot hold exactly, goes through ITK's
+    resampler."""
+    from itk_samconvex.edge.transforms import _warp_in_torch
+
+    image = scalar_image(np.ones(oblique_grid.shape, np.int16), oblique_grid, "SS")
+    identity = itk.IdentityTransform[itk.D, 3].New()
+    assert _warp_in_torch(image, identity, image, False, 0.0, "SS") is not None
+    as_int = scalar_image(np.ones(oblique_grid.shape, np.int32), oblique_grid, "SI")
+    assert _warp_in_torch(as_int, identity, as_int, False, 0.0, "SI") is None  # not exact
+    bspline = itk.BSplineTransform[itk.D, 3, 3].New()
+    as_float = scalar_image(np.zeros(oblique_grid.shape, np.float32), oblique_grid, "F")
+    assert _warp_in_torch(as_float, bspline, as_float, False, 0.0, "F") is None

@@ -410,6 +410,7 @@ def sample_image(
     nearest: bool = False,
     device: torch.device | str = "cpu",
     chunk_planes: int = 32,
+    displacement_mm: np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample ``image`` at ``transform(x)`` for the voxel centres ``x`` of ``grid``.
 
@@ -427,6 +428,8 @@ def sample_image(
             Linear transforms are applied in closed form, others via a dense ITK field.
         nearest: nearest-neighbour sampling (labels, masks) with zeros outside the voxel
             extent, instead of trilinear with border replication.
+        displacement_mm: instead of ``transform``, a dense ``T(x) - x`` on ``grid``
+            ((Z, Y, X, 3) LPS mm), e.g. a displacement field transform's own field.
 
     Returns:
         values: (Z, Y, X) float32 tensor on ``device``.
@@ -436,8 +439,11 @@ def sample_image(
     volume = torch.from_numpy(np.asarray(itk.array_view_from_image(image), dtype=np.float32))
     volume = volume.to(device)[None, None]
     to_index = np.linalg.inv(src.direction_matrix @ np.diag(src.spacing))  # mm -> (i, j, k)
-    parts = linear_parts(transform)
-    dense = None if parts is not None else dense_field_of(transform, grid)
+    if displacement_mm is not None:
+        parts, dense = None, displacement_mm
+    else:
+        parts = linear_parts(transform)
+        dense = None if parts is not None else dense_field_of(transform, grid)
     m, t = parts if parts is not None else (np.eye(3), np.zeros(3))
     # continuous source index of working voxel (i, j, k): c = Q @ (i, j, k) + q
     q_mat = to_index @ m @ grid.direction_matrix @ np.diag(grid.spacing)
@@ -463,7 +469,8 @@ def sample_image(
             + torch.as_tensor(q_vec, dtype=torch.float32, device=device)
         )
         if dense is not None:
-            coords = coords + torch.from_numpy(dense[z0:z1]).to(device) @ to_index_t.T
+            step = torch.from_numpy(np.asarray(dense[z0:z1], dtype=np.float32))
+            coords = coords + step.to(device) @ to_index_t.T
         inside[z0:z1] = (
             (coords > -0.5 - SAMPLING_SLACK) & (coords < size - 0.5 + SAMPLING_SLACK)
         ).all(-1)

@@ -21,6 +21,8 @@ from .space import (
     field_to_grid,
     linear_displacement,
     linear_parts,
+    sample_image,
+    scalar_image,
     vector_image,
 )
 
@@ -85,6 +87,9 @@ def warp_image(
     if default_value is None:
         default_value = np.min(values).item()
     code = itk_classes.pixel_code(moving)
+    fast = _warp_in_torch(moving, transform, reference, nearest, default_value, code)
+    if fast is not None:
+        return fast
     if code is None:  # a pixel type without a direct class: ITK's functional filter
         kwargs = {
             "transform": transform,
@@ -106,6 +111,52 @@ def warp_image(
     resampler.SetInterpolator(itk_classes.interpolator(code, nearest).New())
     resampler.Update()
     return resampler.GetOutput()
+
+
+#: pixel codes whose values float32 holds exactly (sample_image samples in float32)
+_EXACT_IN_FLOAT32 = ("UC", "SC", "US", "SS", "F")
+
+
+def _own_field(transform: Any, grid: Grid) -> np.ndarray | None:
+    """``T(x) - x`` on ``grid`` when ``transform`` is a displacement field transform whose
+    field lies on ``grid`` (e.g. a registration result on its fixed grid), else None."""
+    get_field = getattr(transform, "GetDisplacementField", None)
+    if get_field is None:
+        return None
+    field = get_field()
+    if field is None or not Grid.of(field).same_as(grid):
+        return None
+    return itk.array_view_from_image(field)
+
+
+def _warp_in_torch(
+    moving: Any, transform: Any, reference: Any, nearest: bool, default_value: float, code: Any
+) -> Any:
+    """:func:`warp_image` by ``space.sample_image`` (no ITK filter module to load) where it
+    computes what ITK's resampler does: linear transforms and displacement fields on the
+    reference grid, pixel types float32 holds exactly. Else None.
+
+    The values are ITK's up to float round-off (which can move an integer image's truncated
+    value by one), but for ``sample_image``'s slack: samples
+    within ``SAMPLING_SLACK`` voxels outside the moving image's extent count as inside, and
+    nearest-neighbour ties within it go to the higher index.
+    """
+    if code not in _EXACT_IN_FLOAT32:
+        return None
+    grid = Grid.of(reference)
+    dense = None if linear_parts(transform) is not None else _own_field(transform, grid)
+    if dense is None and linear_parts(transform) is None:
+        return None
+    values, inside = sample_image(
+        moving, grid, None if dense is not None else transform, nearest, displacement_mm=dense
+    )
+    dtype = itk.array_view_from_image(moving).dtype
+    if np.issubdtype(dtype, np.integer):  # ITK clamps to the type's range, then truncates
+        limits = np.iinfo(dtype)
+        values = values.clamp(float(limits.min), float(limits.max)).trunc()
+        default_value = int(default_value)
+    array = torch.where(inside, values, float(default_value)).numpy()
+    return scalar_image(array.astype(dtype), grid, code)
 
 
 def identity() -> Any:
