@@ -83,13 +83,19 @@ def warp_image(
     Linear interpolation, or nearest neighbour for label maps. Outside the moving image the
     value is ``default_value`` (default: the moving image's minimum, i.e. air for CT).
     """
-    values = itk.array_view_from_image(moving)
     if default_value is None:
-        default_value = np.min(values).item()
+        default_value = np.min(itk.array_view_from_image(moving)).item()
     code = itk_classes.pixel_code(moving)
     fast = _warp_in_torch(moving, transform, reference, nearest, default_value, code)
     if fast is not None:
         return fast
+    return _warp_with_itk(moving, transform, reference, nearest, default_value, code)
+
+
+def _warp_with_itk(
+    moving: Any, transform: Any, reference: Any, nearest: bool, default_value: float, code: Any
+) -> Any:
+    """:func:`warp_image` by ITK's ResampleImageFilter (loads its wrapping module)."""
     if code is None:  # a pixel type without a direct class: ITK's functional filter
         kwargs = {
             "transform": transform,
@@ -100,7 +106,8 @@ def warp_image(
         if nearest:
             kwargs["interpolator"] = itk.NearestNeighborInterpolateImageFunction.New(moving)
         return itk.resample_image_filter(moving, **kwargs)
-    if np.issubdtype(values.dtype, np.integer):  # SetDefaultPixelValue takes the pixel type
+    if np.issubdtype(itk.array_view_from_image(moving).dtype, np.integer):
+        # SetDefaultPixelValue takes the pixel type
         default_value = int(default_value)
     resampler = itk_classes.resample_filter(code).New()
     resampler.SetInput(moving)
@@ -136,19 +143,20 @@ def _warp_in_torch(
     computes what ITK's resampler does: linear transforms and displacement fields on the
     reference grid, pixel types float32 holds exactly. Else None.
 
-    The values are ITK's up to float round-off (which can move an integer image's truncated
-    value by one), but for ``sample_image``'s slack: samples
-    within ``SAMPLING_SLACK`` voxels outside the moving image's extent count as inside, and
+    The values are ITK's (:func:`_warp_with_itk`) up to float round-off, which can move an
+    integer image's truncated value by one, and ``sample_image``'s slack: samples within
+    ``SAMPLING_SLACK`` voxels outside the moving image's extent count as inside, and
     nearest-neighbour ties within it go to the higher index.
     """
     if code not in _EXACT_IN_FLOAT32:
         return None
     grid = Grid.of(reference)
-    dense = None if linear_parts(transform) is not None else _own_field(transform, grid)
-    if dense is None and linear_parts(transform) is None:
+    linear = linear_parts(transform) is not None
+    dense = None if linear else _own_field(transform, grid)
+    if not linear and dense is None:
         return None
     values, inside = sample_image(
-        moving, grid, None if dense is not None else transform, nearest, displacement_mm=dense
+        moving, grid, transform if linear else None, nearest, displacement_mm=dense
     )
     dtype = itk.array_view_from_image(moving).dtype
     if np.issubdtype(dtype, np.integer):  # ITK clamps to the type's range, then truncates
