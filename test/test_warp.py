@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from itk_samconvex.solver.warp import (
     box_smooth,
     box_smooth_adjoint,
+    box_taps,
     change_level,
     compose,
     level_coordinates,
@@ -102,6 +103,26 @@ def test_box_smooth_replicate_single_pass_border_value():
     assert out[0, 0, 1, 1, 0].item() == pytest.approx(1 / 3, abs=1e-12)
     assert out[0, 0, 1, 1, 5].item() == pytest.approx(14 / 3, abs=1e-12)
     assert out[0, 0, 1, 1, 3].item() == pytest.approx(3.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 6, 7, 5), (2, 1, 1, 3, 9), (1, 3, 2, 1, 4)])
+@pytest.mark.parametrize("passes", [1, 2, 3, 4])
+def test_box_smooth_replicate_is_repeated_box_means_after_one_padding(passes, shape):
+    # the definition: pad once by `passes` border copies, then `passes` valid 3x3x3 means
+    # (the implementation folds them into one (2 passes + 1)-tap filter per axis)
+    gen = torch.Generator().manual_seed(passes)
+    x = torch.randn(*shape, dtype=torch.float64, generator=gen)
+    expected = F.pad(x, (passes,) * 6, mode="replicate")
+    for _ in range(passes):
+        expected = F.avg_pool3d(expected, 3, stride=1)
+    torch.testing.assert_close(box_smooth(x, passes, "replicate"), expected, rtol=0, atol=1e-12)
+
+
+def test_box_taps_are_the_trinomial_rows():
+    assert box_taps(1) == (1.0, 1.0, 1.0)
+    assert box_taps(2) == (1.0, 2.0, 3.0, 2.0, 1.0)
+    assert box_taps(3) == (1.0, 3.0, 6.0, 7.0, 6.0, 3.0, 1.0)
+    assert sum(box_taps(5)) == 3.0**5
 
 
 # ---------------------------------------------------------------------------------------------

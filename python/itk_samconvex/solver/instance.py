@@ -52,15 +52,13 @@ def central_difference(x: Tensor, dim: int) -> Tensor:
     return out
 
 
-def linearise(
-    fixed: Tensor, moving: Tensor, field_vox: Tensor, weight: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gauss-Newton terms of the data term at ``field_vox``.
+def linearise(fixed: Tensor, warped: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gauss-Newton terms of the data term, given the moving features ``warped`` by the
+    current field (1, C, Z, Y, X; overwritten with the residual).
 
     Returns ``A`` (1, 6, Z, Y, X): the packed symmetric ``w * J^T J`` (zz, zy, zx, yy, yx,
     xx); ``b`` (1, 3, Z, Y, X): ``w * J^T r``; and the weighted energy sum (0-d tensor).
     """
-    warped = warp(moving, field_vox)
     grads = [central_difference(warped, d) for d in (2, 3, 4)]
     residual = warped.sub_(fixed)
     energy = 0.5 * (residual.square().sum(1, keepdim=True) * weight).sum()
@@ -177,6 +175,8 @@ def instance_optimization(
     else:
         source, mweight, start = moving, moving_weight, init
     wf = fixed_weight if fixed_weight is not None else torch.ones_like(init[:, :1])
+    if mweight is not None:
+        source = torch.cat([source, mweight], 1)
     theta = (start * scale if normalized else start).detach().clone()
     exp_avg = torch.zeros_like(theta)
     exp_avg_sq = torch.zeros_like(theta)
@@ -187,14 +187,19 @@ def instance_optimization(
         v = box_smooth(theta, smoothing_passes, padding)
         v_vox = v / scale if normalized else v
         if step % relinearize_every == 0:
-            weight = wf if mweight is None else wf * warp(mweight, v_vox)
+            # one warp for the features and the moving weight (its last channel)
+            warped = warp(source, v_vox)
+            weight = wf
+            if mweight is not None:
+                weight = wf * warped[:, -1:]
+                warped = warped[:, :-1]
             # loss scaled by the voxel count: per-voxel gradients are O(1), far above Adam's
             # epsilon, while float round-off (~1e-7) stays below it
             if export_friendly():  # the same factor as a tensor, without a host read
                 inv_norm = weight.sum().clamp_min(1.0).reciprocal() * weight.numel()
             else:
                 inv_norm = 1.0 / (float(weight.sum().clamp_min(1.0)) / weight.numel())
-            a, b, energy = linearise(fixed, source, v_vox, weight)
+            a, b, energy = linearise(fixed, warped, weight)
             v_lin = v_vox.clone()
             if logger.isEnabledFor(logging.DEBUG) and not export_friendly():
                 logger.debug("IO step %d: data term %.5f", step, float(energy) * inv_norm)

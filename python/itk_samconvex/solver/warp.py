@@ -50,21 +50,52 @@ def export_friendly_paths(enabled: bool = True) -> Iterator[None]:
         _FORCE_EXPORT_FRIENDLY = previous
 
 
+def box_taps(passes: int) -> tuple[float, ...]:
+    """Integer weights of ``passes`` 3-tap sums along one axis (``passes`` >= 1).
+
+    Row ``passes`` of the trinomial triangle: ``(1, 1, 1)``, ``(1, 2, 3, 2, 1)``,
+    ``(1, 3, 6, 7, 6, 3, 1)``, ... (length ``2 * passes + 1``, sum ``3 ** passes``). Exact in
+    float32 for any practical ``passes``.
+    """
+    taps = [1]
+    for _ in range(passes):
+        taps = [sum(taps[max(0, i - 2) : i + 1]) for i in range(len(taps) + 2)]
+    return tuple(float(t) for t in taps)
+
+
+def _taps_along(y: Tensor, dim: int, taps: tuple[float, ...], n: int) -> Tensor:
+    """Valid-mode weighted sum of ``len(taps)`` neighbours along ``dim`` (output length ``n``).
+
+    The taps are symmetric; each tap is one in-place add on a shifted view of ``y``, so the
+    whole filter allocates one output and no temporaries.
+    """
+    half = len(taps) // 2
+    out = y.narrow(dim, half, n) * taps[half]
+    for k in range(half):
+        out.add_(y.narrow(dim, k, n), alpha=taps[k]).add_(
+            y.narrow(dim, 2 * half - k, n), alpha=taps[k]
+        )
+    return out
+
+
 def box_smooth(x: Tensor, passes: int = 1, padding: str = "replicate") -> Tensor:
     """Apply ``passes`` 3x3x3 mean filters (separable) to ``x`` of shape (N, C, Z, Y, X).
 
     ``padding="replicate"`` extends the input once by ``passes`` border voxels and filters
-    in valid mode (no damping at the border). ``padding="zeros"`` zero-pads every pass,
-    which reproduces ``avg_pool3d(x, 3, 1, 1)`` with ``count_include_pad=True`` repeated
-    (values fade towards the border, as in the official code).
+    in valid mode (no damping at the border): the ``passes`` filters are then one
+    ``2 * passes + 1``-tap filter per axis (:func:`box_taps`), applied in one sweep per axis.
+    ``padding="zeros"`` zero-pads every pass, which reproduces ``avg_pool3d(x, 3, 1, 1)``
+    with ``count_include_pad=True`` repeated (values fade towards the border, as in the
+    official code).
     """
     if passes <= 0:
         return x
     if padding == "replicate":
+        taps = box_taps(passes)
         y = F.pad(x, (passes,) * 6, mode="replicate")
-        for _ in range(passes):
-            y = _valid_box3(y)
-        return y * (1.0 / 27.0**passes)
+        for dim in (2, 3, 4):
+            y = _taps_along(y, dim, taps, y.shape[dim] - 2 * passes)
+        return y.mul_(1.0 / 27.0**passes)
     for _ in range(passes):
         x = _valid_box3(F.pad(x, (1,) * 6)) * (1.0 / 27.0)
     return x
@@ -73,23 +104,26 @@ def box_smooth(x: Tensor, passes: int = 1, padding: str = "replicate") -> Tensor
 def box_smooth_adjoint(g: Tensor, passes: int = 1, padding: str = "replicate") -> Tensor:
     """Adjoint (transpose) of :func:`box_smooth`: ``<S x, g> == <x, S^T g>``.
 
-    Zero padding gives a symmetric operator; for replicate padding the valid-mode passes are
-    transposed into full-mode passes and the replicated border is folded back onto the edge.
+    Zero padding gives a symmetric operator. For replicate padding, per axis, the valid-mode
+    filter is transposed into a full-mode one (zero padding by ``2 * passes``; the taps are
+    symmetric) and the replicated border is folded back onto the edge voxel.
     """
     if passes <= 0:
         return g
     if padding != "replicate":
         return box_smooth(g, passes, padding)
+    taps = box_taps(passes)
     y = g * (1.0 / 27.0**passes)
-    for _ in range(passes):
-        y = _valid_box3(F.pad(y, (2,) * 6))
-    for dim in (2, 3, 4):
-        n = y.shape[dim] - 2 * passes
-        core = y.narrow(dim, passes, n).clone()
-        core.narrow(dim, 0, 1).add_(y.narrow(dim, 0, passes).sum(dim, keepdim=True))
-        core.narrow(dim, n - 1, 1).add_(y.narrow(dim, passes + n, passes).sum(dim, keepdim=True))
+    for dim in (4, 3, 2):
+        n = y.shape[dim]
+        widths = [0] * 6
+        widths[2 * (4 - dim)] = widths[2 * (4 - dim) + 1] = 2 * passes
+        full = _taps_along(F.pad(y, widths), dim, taps, n + 2 * passes)
+        core = full.narrow(dim, passes, n)
+        core.narrow(dim, 0, 1).add_(full.narrow(dim, 0, passes).sum(dim, keepdim=True))
+        core.narrow(dim, n - 1, 1).add_(full.narrow(dim, passes + n, passes).sum(dim, keepdim=True))
         y = core
-    return y
+    return y.contiguous()
 
 
 def _valid_box3(y: Tensor) -> Tensor:
