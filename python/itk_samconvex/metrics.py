@@ -261,13 +261,14 @@ def hd95(
 
 
 def _index_gradients(u: np.ndarray) -> list[np.ndarray]:
-    """``[d u / d index_x, d u / d index_y, d u / d index_z]`` of a (z', Y, X, 3) block.
+    """``[d u / d index_x, d u / d index_y, d u / d index_z]`` of a (3, z', Y, X) block.
 
-    Each entry has the block's shape. Central differences inside, one-sided at the block's
-    ends (``np.gradient``, unit step); a singleton axis has zero derivative.
+    Each entry has the block's shape (component first, so every array is contiguous).
+    Central differences inside, one-sided at the block's ends (``np.gradient``, unit step);
+    a singleton axis has zero derivative.
     """
     out = []
-    for array_axis in (2, 1, 0):  # index axis x, y, z -> array axis
+    for array_axis in (3, 2, 1):  # index axis x, y, z -> array axis
         if u.shape[array_axis] > 1:
             out.append(np.gradient(u, axis=array_axis))
         else:
@@ -318,19 +319,22 @@ def jacobian_determinant(
         # One extra plane each side (where available) makes the z differences inside the
         # slab identical to those of the whole field.
         lo, hi = max(z0 - 1, 0), min(z1 + 1, nz)
-        block = np.asarray(u[lo:hi], dtype=np.float64)
+        # component first: the gradients and the 3x3 entries are contiguous arrays
+        block = np.ascontiguousarray(np.moveaxis(u[lo:hi], -1, 0), dtype=np.float64)
         inner = slice(z0 - lo, z0 - lo + (z1 - z0))
-        grads = [g[inner] for g in _index_gradients(block)]
-        # physical derivative along LPS axis b: sum over index axes a of a_inv[a, b] * du/da
-        physical = []
-        for b in range(3):
-            d = np.zeros_like(grads[0])
-            for a in range(3):
-                if a_inv[a, b] != 0.0:
-                    d += a_inv[a, b] * grads[a]
-            physical.append(d)
-        # jac[c][b] = delta_cb + d u_c / d p_b
-        jac = [[physical[b][..., c] + (1.0 if b == c else 0.0) for b in range(3)] for c in range(3)]
+        grads = [g[:, inner] for g in _index_gradients(block)]
+        # jac[c][b] = delta_cb + d u_c / d p_b, where the physical derivative along LPS axis b
+        # is the sum over index axes a of a_inv[a, b] * d u_c / d index_a
+        jac = []
+        for c in range(3):
+            row = []
+            for b in range(3):
+                entry = np.full(grads[0].shape[1:], 1.0 if b == c else 0.0)
+                for a in range(3):
+                    if a_inv[a, b] != 0.0:
+                        entry += a_inv[a, b] * grads[a][c]
+                row.append(entry)
+            jac.append(row)
         det[z0:z1] = _det3(jac)
     return det
 
