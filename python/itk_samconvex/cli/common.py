@@ -48,6 +48,21 @@ def command_timings() -> Any:
     return timings
 
 
+def skip_itk_dask_serializers() -> None:
+    """Keep ITK from importing Dask's ``distributed`` in a command that never uses it.
+
+    When ITK's NumPy bridge loads, it registers Dask serializers for its array views if
+    ``distributed.protocol`` imports, and that import costs about 0.4 s of a ``samconvex
+    register`` on a 2-core machine. Marking the module as absent (``None`` in
+    ``sys.modules``, so importing it raises ``ImportError``, which ITK expects) skips the
+    registration. Only for single-pair commands whose process ends with the command: a
+    process that has already imported ``distributed`` is left as it is, and the library
+    (``itk.samconvex_registration``) never does this.
+    """
+    if "distributed" not in sys.modules:
+        sys.modules.setdefault("distributed.protocol", None)
+
+
 def parse_value(text: str) -> Any:
     """Parse ``--set`` values (see :func:`~itk_samconvex.solver.config.parse_toml_value`)."""
     from ..solver.config import parse_toml_value

@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import EXIT_OK, add_registration_options, command_timings, config_from_args
+from .common import (
+    EXIT_OK,
+    add_registration_options,
+    command_timings,
+    config_from_args,
+    skip_itk_dask_serializers,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     timings = command_timings()
+    skip_itk_dask_serializers()
     from ..apps.outputs import output_paths, refuse_existing
     from ..edge.io import output_folder
 
