@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers import rotation
-from itk_samconvex.apps.qc import QCData, axis_letters, body_mask, render_html, write_report
+from itk_samconvex.apps import qc_draw
+from itk_samconvex.apps.qc import (
+    PLANES,
+    QCData,
+    axis_letters,
+    body_mask,
+    compose_figure,
+    render_html,
+    write_report,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -92,11 +104,75 @@ def test_render_html_escapes_names():
     assert "&lt;b&gt;x&lt;/b&gt;" in text and "<b>x</b>" not in text
 
 
-def test_does_not_touch_pyplot(tmp_path):
-    plt = pytest.importorskip("matplotlib.pyplot")
-    before = plt.get_fignums()
-    write_report(_data((12, 14, 16)), tmp_path / "qc.png")
-    assert plt.get_fignums() == before
+def test_rendering_does_not_load_matplotlib(tmp_path):
+    # the QC picture is drawn with numpy and Pillow: importing matplotlib alone costs a
+    # one-shot register about 0.6 s (docs/process_time.md)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from test_qc import _data; "
+        "from itk_samconvex.apps.qc import write_report; "
+        "write_report(_data((12, 14, 16)), __import__('pathlib').Path(sys.argv[2])); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path / "qc.png")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "qc.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def _pixels(figure, row, plane, inset=0):
+    """A panel's RGB pixels; ``inset`` leaves out a border band (the orientation letters)."""
+    left, top, right, bottom = figure.panels[(row, plane)]
+    box = np.asarray(figure.image)[top:bottom, left:right].astype(int)
+    return box[inset : box.shape[0] - inset, inset : box.shape[1] - inset]
+
+
+def test_difference_rows_tell_a_good_registration_from_a_bad_one():
+    # before: the ball shifted by 2 voxels (bright crescents); after: identical to fixed
+    figure = compose_figure(_data())
+    for plane in PLANES:
+        bright_before = (_pixels(figure, 2, plane, 16).max(axis=-1) > 128).sum()
+        bright_after = (_pixels(figure, 3, plane, 16).max(axis=-1) > 128).sum()
+        assert bright_before > 50, plane
+        assert bright_after == 0, plane
+    # a bad registration (after = before) looks as bad as before
+    bad = compose_figure(_data(after=_data().before))
+    for plane in PLANES:
+        assert (_pixels(bad, 3, plane) == _pixels(bad, 2, plane)).all(), plane
+
+
+def test_folds_are_yellow_and_only_where_the_determinant_is_not_positive():
+    yellow = np.array([255, 255, 0])
+    figure = compose_figure(_data())
+    axial = _pixels(figure, 4, "axial")  # the slice through the folded block
+    assert (axial == yellow).all(axis=-1).sum() > 20
+    smooth = _data()
+    smooth.jacobian[smooth.jacobian <= 0] = 1.0
+    clean = compose_figure(smooth)
+    for plane in PLANES:
+        assert not (_pixels(clean, 4, plane) == yellow).all(axis=-1).any(), plane
+
+
+def test_label_contours_are_drawn_in_the_fusion_rows():
+    figure = compose_figure(_data())
+    colour = np.round(np.array(qc_draw.LABEL_COLOURS[0]) * 255).astype(int)
+    for row in (0, 1):
+        pixels = _pixels(figure, row, "axial")
+        assert (pixels == colour).all(axis=-1).sum() > 20, row
+    unlabelled = compose_figure(_data(fixed_labels=None, before_labels=None, after_labels=None))
+    assert not (_pixels(unlabelled, 0, "axial") == colour).all(axis=-1).any()
+
+
+def test_panels_keep_the_physical_aspect_ratio():
+    # spacing (1.5, 1.0, 2.5) mm: an axial panel of the 24 x 28 crop is 24*1.0 mm tall and
+    # 28*1.5 mm wide; a coronal one 20*2.5 mm tall and 28*1.5 mm wide
+    figure = compose_figure(_data())
+    for plane, ratio in (("axial", 24 * 1.0 / (28 * 1.5)), ("coronal", 20 * 2.5 / (28 * 1.5))):
+        left, top, right, bottom = figure.panels[(0, plane)]
+        assert (bottom - top) / (right - left) == pytest.approx(ratio, rel=0.02), plane
 
 
 def test_rejects_arrays_of_another_shape():

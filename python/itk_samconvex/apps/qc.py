@@ -17,8 +17,8 @@ body centre):
 
 Every panel is cropped to the fixed body (plus a margin) and keeps its physical aspect ratio;
 slices are named by their LPS position in mm and the image edges carry orientation letters
-(R/L, A/P, S/I), derived from the image's direction matrix. Only numpy and matplotlib's Agg
-canvas are used (no pyplot state, no ITK).
+(R/L, A/P, S/I), derived from the image's direction matrix. Drawn with numpy and Pillow
+(:mod:`.qc_draw`; no matplotlib, no ITK).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..edge.io import atomic_write, write_text
+from . import qc_draw
 
 logger = logging.getLogger(__name__)
 
@@ -228,45 +229,107 @@ def _window(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
 
 
-def _label_colours(ids: Sequence[int]) -> dict[int, Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return {label: cmap(n % 10) for n, label in enumerate(ids)}
+def _label_colours(ids: Sequence[int]) -> dict[int, tuple[float, float, float]]:
+    colours = qc_draw.LABEL_COLOURS
+    return {label: colours[n % len(colours)] for n, label in enumerate(ids)}
 
 
-def _contours(ax: Any, labels: np.ndarray | None, colours: dict[int, Any], style: str) -> None:
-    if labels is None:
-        return
-    for label, colour in colours.items():
-        mask = labels == label
-        if mask.any() and not mask.all():
-            ax.contour(
-                mask.astype(np.float32),
-                levels=[0.5],
-                colors=[colour],
-                linewidths=1.0,
-                linestyles=style,
-            )
+# Layout of the figure, in pixels.
+FIGURE_WIDTH = 900
+_ROW_LABEL_WIDTH = 26
+_COLUMN_WIDTH = (FIGURE_WIDTH - _ROW_LABEL_WIDTH - 6) // 3
+_IMAGE_BOX = (228, 232)  # width, height available to one panel's image
+_TITLE_HEIGHT = 18
+_ROW_GAP = 12
+_BAR_WIDTH = 10
+_ROW_TITLES = (
+    "before: fixed (green) vs moving, initial transform",
+    "after: fixed (green) vs warped moving",
+    "|moving - fixed| before (HU)",
+    "|warped - fixed| after (HU)",
+    "Jacobian of the deformable part",
+)
+_DIFF_TICKS = ((0.0, "0"), (0.5, f"{DIFF_MAX_HU / 2:.0f}"), (1.0, f"{DIFF_MAX_HU:.0f}"))
+_JACOBIAN_TICKS = ((0.0, "0.5"), (0.5, "1"), (1.0, "2"))
 
 
-def _decorate(ax: Any, plane: str, letters: list[tuple[str, str]], shape: tuple[int, int]) -> None:
-    edges = _edge_letters(plane, letters)
-    h, w = shape
-    style = {"color": "yellow", "fontsize": 8, "fontweight": "bold"}
-    ax.text(w / 2, 0, edges["top"], ha="center", va="top", **style)
-    ax.text(w / 2, h - 1, edges["bottom"], ha="center", va="bottom", **style)
-    ax.text(0, h / 2, edges["left"], ha="left", va="center", **style)
-    ax.text(w - 1, h / 2, edges["right"], ha="right", va="center", **style)
-    ax.set_xticks([])
-    ax.set_yticks([])
+@dataclass
+class Figure:
+    """The composed QC figure: the RGB image and where each panel's image lies in it.
+
+    ``panels[(row, plane)]`` is the (left, top, right, bottom) pixel box of the image of
+    that panel (rows 0-4: before, after, difference before, difference after, Jacobian).
+    """
+
+    image: Any
+    panels: dict[tuple[int, str], tuple[int, int, int, int]]
 
 
-def render_png(data: QCData) -> bytes:
-    """The QC figure as PNG bytes (5 rows x 3 planes, and a header)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
+def _header_lines(data: QCData) -> list[tuple[str, int]]:
+    return [(data.title, 15)] + [(line, 12) for line in data.header]
+
+
+def _draw_header(draw: Any, data: QCData) -> None:
+    y = 8
+    for line, size in _header_lines(data):
+        qc_draw.draw_text(draw, (10, y), line, size)
+        y += size + 5
+    if data.dice:
+        right = FIGURE_WIDTH - 10
+        columns = (right - 110, right - 55, right)  # name (left), before, after (right)
+        y = 8
+        qc_draw.draw_text(draw, (columns[0] - 4, y), "organ", 12, anchor="ra")
+        qc_draw.draw_text(draw, (columns[1], y), "before", 12, anchor="ra")
+        qc_draw.draw_text(draw, (columns[2], y), "after", 12, anchor="ra")
+        for label, (b, a) in data.dice.items():
+            y += 16
+            name = str(data.label_names.get(label, label))[:20]
+            qc_draw.draw_text(draw, (columns[0] - 4, y), name, 12, anchor="ra")
+            qc_draw.draw_text(draw, (columns[1], y), f"{b:.3f}", 12, anchor="ra")
+            qc_draw.draw_text(draw, (columns[2], y), f"{a:.3f}", 12, anchor="ra")
+
+
+def _header_height(data: QCData) -> int:
+    lines = sum(size + 5 for _, size in _header_lines(data))
+    table = 16 * (len(data.dice) + 1) if data.dice else 0
+    return 16 + max(lines, table)
+
+
+def _place_panel(
+    canvas: Any,
+    rgb: np.ndarray,
+    left: int,
+    top: int,
+    title: str,
+    edges: dict[str, str],
+) -> tuple[int, int, int, int]:
+    """Paste a panel's image with its title above and orientation letters on its edges."""
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    rows, columns = rgb.shape[:2]
+    qc_draw.draw_text(draw, (left + columns / 2, top), title, 11, anchor="ma")
+    image_top = top + _TITLE_HEIGHT
+    canvas.paste(Image.fromarray(qc_draw.to_uint8(rgb)), (left, image_top))
+    box = (left, image_top, left + columns, image_top + rows)
+    letter = {"size": 12, "fill": qc_draw.LETTER_COLOUR, "outlined": True}
+    qc_draw.draw_text(
+        draw, (left + columns / 2, image_top + 2), edges["top"], anchor="ma", **letter
+    )
+    qc_draw.draw_text(
+        draw, (left + columns / 2, box[3] - 2), edges["bottom"], anchor="md", **letter
+    )
+    qc_draw.draw_text(draw, (left + 3, image_top + rows / 2), edges["left"], anchor="lm", **letter)
+    qc_draw.draw_text(
+        draw, (box[2] - 3, image_top + rows / 2), edges["right"], anchor="rm", **letter
+    )
+    return box
+
+
+def compose_figure(data: QCData) -> Figure:
+    """The QC figure (5 rows x 3 planes under a header) as an RGB image, with its panels'
+    positions."""
+    from PIL import Image, ImageDraw
 
     crop = _crop_box(data.fixed, data.spacing)
     centre = _centre(data.fixed, data.fixed_labels)
@@ -295,129 +358,80 @@ def render_png(data: QCData) -> bytes:
     )
     colours = _label_colours(ids)
     letters = axis_letters(data.direction)
-    folds = ListedColormap([(1.0, 1.0, 0.0, 1.0)])
 
-    # A fixed layout: matplotlib's constrained layout cost 0.7 s of a 2 s picture.
-    fig = Figure(figsize=(12.5, 19.0), dpi=72)
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(
-        6,
-        3,
-        height_ratios=[0.55, 1, 1, 1, 1, 1],
-        left=0.05,
-        right=0.98,
-        top=0.99,
-        bottom=0.01,
-        wspace=0.12,
-        hspace=0.22,
-    )
-    head = fig.add_subplot(grid[0, :])
-    head.axis("off")
-    head.text(
-        0.0,
-        1.0,
-        "\n".join([data.title, *data.header]),
-        va="top",
-        ha="left",
-        fontsize=10,
-        family="monospace",
-        transform=head.transAxes,
-    )
-    if data.dice:
-        rows = [f"{'organ':18s} before  after"]
-        for label, (b, a) in data.dice.items():
-            rows.append(f"{str(data.label_names.get(label, label))[:18]:18s} {b:6.3f} {a:6.3f}")
-        head.text(
-            1.0,
-            1.0,
-            "\n".join(rows),
-            va="top",
-            ha="right",
-            fontsize=9,
-            family="monospace",
-            transform=head.transAxes,
+    sizes = {
+        plane: qc_draw.display_size(
+            _plane(fixed, plane, local).shape, _aspect(plane, data.spacing), *_IMAGE_BOX
         )
+        for plane in PLANES
+    }
+    row_height = _TITLE_HEIGHT + max(rows for rows, _ in sizes.values()) + _ROW_GAP
+    header = _header_height(data)
+    canvas = Image.new("RGB", (FIGURE_WIDTH, header + 5 * row_height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    _draw_header(draw, data)
+    for row, title in enumerate(_ROW_TITLES):
+        strip = qc_draw.vertical_text(title, 11, row_height - _ROW_GAP)
+        canvas.paste(strip, (2, header + row * row_height + (row_height - strip.height) // 2))
 
-    row_titles = [
-        "before: fixed (green) vs moving, initial transform",
-        "after: fixed (green) vs warped moving",
-        "|moving - fixed| before (HU)",
-        "|warped - fixed| after (HU)",
-        "Jacobian of the deformable part",
-    ]
+    panels: dict[tuple[int, str], tuple[int, int, int, int]] = {}
     for col, plane in enumerate(PLANES):
-        aspect = _aspect(plane, data.spacing)
-        f2 = _plane(fixed, plane, local)
+        size = sizes[plane]
+        edges = _edge_letters(plane, letters)
+        left = _ROW_LABEL_WIDTH + col * _COLUMN_WIDTH
+        tops = [header + row * row_height for row in range(5)]
+
+        def shown(volume: np.ndarray, plane: str = plane, size: tuple[int, int] = size):
+            return qc_draw.resize_nearest(_plane(volume, plane, local), size)
+
+        f2 = shown(fixed)
+        base = qc_draw.grey(_window(f2))
+        name = _slice_name(plane, centre, data, letters)
         for row, (moving, state) in enumerate(((before, "before"), (after, "after"))):
-            ax = fig.add_subplot(grid[1 + row, col])
-            m2 = _plane(moving, plane, local)
-            fusion = np.stack([_window(m2), _window(f2), _window(m2)], axis=-1)
-            ax.imshow(fusion, aspect=aspect, interpolation="nearest")
+            m2 = _window(shown(moving))
+            rgb = np.stack([m2, _window(f2), m2], axis=-1)
             if labels["fixed"] is not None:
-                _contours(ax, _plane(labels["fixed"], plane, local), colours, "solid")
-                _contours(
-                    ax,
-                    None if labels[state] is None else _plane(labels[state], plane, local),
-                    colours,
-                    "dashed",
-                )
-            _decorate(ax, plane, letters, f2.shape)
-            ax.set_title(_slice_name(plane, centre, data, letters), fontsize=9)
-            if col == 0:
-                ax.set_ylabel(row_titles[row], fontsize=9)
-        for row, (moving, valid) in enumerate(((before, before_valid), (after, after_valid))):
-            ax = fig.add_subplot(grid[3 + row, col])
-            diff = np.abs(_plane(moving, plane, local) - f2)
-            shown = np.ma.masked_where(~_plane(valid, plane, local), diff)
-            ax.imshow(_window(f2), cmap="gray", aspect=aspect, interpolation="nearest")
-            im = ax.imshow(
-                shown,
-                cmap="magma",
-                vmin=0.0,
-                vmax=DIFF_MAX_HU,
-                aspect=aspect,
-                interpolation="nearest",
-            )
-            bar = fig.colorbar(im, ax=ax, shrink=0.8)
-            bar.set_label("HU", fontsize=8)
-            _decorate(ax, plane, letters, f2.shape)
+                qc_draw.draw_contours(rgb, shown(labels["fixed"]), colours, "solid")
+                if labels[state] is not None:
+                    qc_draw.draw_contours(rgb, shown(labels[state]), colours, "dashed")
+            panels[(row, plane)] = _place_panel(canvas, rgb, left, tops[row], name, edges)
+        for row, (moving, valid) in enumerate(((before, before_valid), (after, after_valid)), 2):
+            diff = np.abs(_plane(moving, plane, local) - _plane(fixed, plane, local))
             inside = diff[_plane(valid, plane, local)]
-            ax.set_title(
-                f"mean {inside.mean():.0f} HU in the body" if inside.size else "", fontsize=9
+            rgb = base.copy()
+            v2 = shown(valid)
+            rgb[v2] = qc_draw.ramp(
+                qc_draw.resize_nearest(diff, size)[v2] / DIFF_MAX_HU, qc_draw.HEAT
             )
-            if col == 0:
-                ax.set_ylabel(row_titles[2 + row], fontsize=9)
-        ax = fig.add_subplot(grid[5, col])
-        j2 = _plane(jac, plane, local)
-        b2 = _plane(body, plane, local)
+            title = f"mean {inside.mean():.0f} HU in the body" if inside.size else ""
+            box = _place_panel(canvas, rgb, left, tops[row], title, edges)
+            _bar(canvas, box, qc_draw.HEAT, _DIFF_TICKS, "HU")
+            panels[(row, plane)] = box
+        j_plane, b_plane = _plane(jac, plane, local), _plane(body, plane, local)
+        j2, b2 = shown(jac), shown(body)
+        rgb = base.copy()
         log_det = np.log2(np.clip(j2, 1e-3, None))
-        ax.imshow(_window(f2), cmap="gray", aspect=aspect, interpolation="nearest")
-        im = ax.imshow(
-            np.ma.masked_where(~b2, log_det),
-            cmap="RdBu_r",
-            vmin=-1.0,
-            vmax=1.0,
-            aspect=aspect,
-            interpolation="nearest",
-        )
-        ax.imshow(
-            np.ma.masked_where(~(b2 & (j2 <= 0)), np.ones_like(j2)),
-            cmap=folds,
-            vmin=0,
-            vmax=1,
-            aspect=aspect,
-            interpolation="nearest",
-        )
-        bar = fig.colorbar(im, ax=ax, shrink=0.8, ticks=[-1, 0, 1])
-        bar.ax.set_yticklabels(["0.5", "1", "2"])
-        bar.set_label("det", fontsize=8)
-        _decorate(ax, plane, letters, f2.shape)
-        folds_here = int(np.count_nonzero(b2 & (j2 <= 0)))
-        ax.set_title(f"folds (det <= 0) in this slice: {folds_here}", fontsize=9)
-        if col == 0:
-            ax.set_ylabel(row_titles[4], fontsize=9)
+        rgb[b2] = qc_draw.ramp((log_det[b2] + 1.0) / 2.0, qc_draw.DIVERGING)
+        rgb[b2 & (j2 <= 0)] = qc_draw.FOLD_COLOUR
+        folds_here = int(np.count_nonzero(b_plane & (j_plane <= 0)))
+        title = f"folds (det <= 0) in this slice: {folds_here}"
+        box = _place_panel(canvas, rgb, left, tops[4], title, edges)
+        _bar(canvas, box, qc_draw.DIVERGING, _JACOBIAN_TICKS, "det")
+        panels[(4, plane)] = box
+    return Figure(image=canvas, panels=panels)
+
+
+def _bar(canvas: Any, box: tuple[int, int, int, int], stops: Any, ticks: Any, unit: str) -> None:
+    left = box[2] + 6
+    qc_draw.colour_bar(
+        canvas, (left, box[1] + 4, left + _BAR_WIDTH, box[3] - 14), stops, ticks, unit
+    )
+
+
+def render_png(data: QCData) -> bytes:
+    """The QC figure as PNG bytes (5 rows x 3 planes, and a header)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    compose_figure(data).image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
