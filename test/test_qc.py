@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import rotation
-from itk_samconvex.apps import qc_draw
+from itk_samconvex.apps import qc, qc_draw
 from itk_samconvex.apps.qc import (
     PLANES,
     QCData,
@@ -189,3 +189,15 @@ def test_body_mask_keeps_lungs_cut_by_the_field_of_view():
     body = body_mask(image)
     assert body[:, :, :8].all()
     assert not body[:, :2, 10:].any()
+
+
+def test_long_header_lines_are_cut_to_leave_the_dice_table_free():
+    assert qc_draw.fit("short", 12, 100) == "short"
+    cut = qc_draw.fit("chosen from the images: " + "x" * 300, 12, 200)
+    assert cut.endswith("...") and cut.startswith("chosen from")
+    assert qc_draw.text_width(cut, 12) <= 200 < qc_draw.text_width(cut[:-3] + "x...", 12)
+    # the header's text stops before the table's name column: a white gap between them
+    figure = compose_figure(_data(header=["y" * 400]))
+    pixels = np.asarray(figure.image)[20:40]
+    gap = pixels[:, qc.FIGURE_WIDTH - 124 - 140 - 8 : qc.FIGURE_WIDTH - 124 - 140 + 4]
+    assert (gap == 255).all()

@@ -269,24 +269,28 @@ def _header_lines(data: QCData) -> list[tuple[str, int]]:
     return [(data.title, 15)] + [(line, 12) for line in data.header]
 
 
+_DICE_COLUMNS = (FIGURE_WIDTH - 124, FIGURE_WIDTH - 65, FIGURE_WIDTH - 10)  # right edges
+_DICE_NAME_WIDTH = 140
+
+
 def _draw_header(draw: Any, data: QCData) -> None:
+    """Title and header lines on the left (cut to fit), the Dice table on the right."""
+    text_right = _DICE_COLUMNS[0] - _DICE_NAME_WIDTH - 10 if data.dice else FIGURE_WIDTH - 10
     y = 8
     for line, size in _header_lines(data):
-        qc_draw.draw_text(draw, (10, y), line, size)
+        qc_draw.draw_text(draw, (10, y), qc_draw.fit(line, size, text_right - 10), size)
         y += size + 5
-    if data.dice:
-        right = FIGURE_WIDTH - 10
-        columns = (right - 110, right - 55, right)  # name (left), before, after (right)
-        y = 8
-        qc_draw.draw_text(draw, (columns[0] - 4, y), "organ", 12, anchor="ra")
-        qc_draw.draw_text(draw, (columns[1], y), "before", 12, anchor="ra")
-        qc_draw.draw_text(draw, (columns[2], y), "after", 12, anchor="ra")
-        for label, (b, a) in data.dice.items():
-            y += 16
-            name = str(data.label_names.get(label, label))[:20]
-            qc_draw.draw_text(draw, (columns[0] - 4, y), name, 12, anchor="ra")
-            qc_draw.draw_text(draw, (columns[1], y), f"{b:.3f}", 12, anchor="ra")
-            qc_draw.draw_text(draw, (columns[2], y), f"{a:.3f}", 12, anchor="ra")
+    if not data.dice:
+        return
+    rows = [("organ", "before", "after")] + [
+        (str(data.label_names.get(label, label)), f"{b:.3f}", f"{a:.3f}")
+        for label, (b, a) in data.dice.items()
+    ]
+    for n, cells in enumerate(rows):
+        for right, cell in zip(_DICE_COLUMNS, cells, strict=True):
+            if right == _DICE_COLUMNS[0]:
+                cell = qc_draw.fit(cell, 12, _DICE_NAME_WIDTH)
+            qc_draw.draw_text(draw, (right, 8 + 16 * n), cell, 12, anchor="ra")
 
 
 def _header_height(data: QCData) -> int:

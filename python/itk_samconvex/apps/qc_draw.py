@@ -121,6 +121,15 @@ def text_width(text: str, size: int) -> float:
     return font(size).getlength(text)
 
 
+def fit(text: str, size: int, width: float) -> str:
+    """``text``, cut and ended with "..." if it is wider than ``width`` pixels at ``size``."""
+    if text_width(text, size) <= width:
+        return text
+    while text and text_width(text + "...", size) > width:
+        text = text[:-1]
+    return text + "..."
+
+
 def draw_text(
     draw: Any,
     xy: tuple[float, float],
