@@ -23,6 +23,7 @@ from ..solver.config import (
     unknown_parameter_message,
 )
 from ..solver.pyramid import stage_names
+from . import itk_classes
 from .io.images import as_itk_image
 from .registration import Progress, RegistrationResult, register
 
@@ -373,7 +374,9 @@ class SAMConvexRegistrationFilter:
         self._output.SetRegions(field_image.GetLargestPossibleRegion())
         self._output.CopyInformation(field_image)
         self._output.Allocate()
-        itk.array_view_from_image(self._output)[:] = itk.array_view_from_image(field_image)
+        itk_classes.array_view_from_image(self._output)[:] = itk_classes.array_view_from_image(
+            field_image
+        )
         self._output.Modified()
         self._result.field = self._output  # type: ignore[union-attr]
 

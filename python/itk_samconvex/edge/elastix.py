@@ -207,7 +207,7 @@ def _dense_from_maps(maps: list[ParameterMap], fixed):
         field = itk.transformix_deformation_field(
             float_fixed, parameter_object, output_directory=scratch
         )
-        array = np.asarray(itk.array_view_from_image(field), dtype=np.float32).copy()
+        array = np.asarray(itk_classes.array_view_from_image(field), dtype=np.float32).copy()
     logger.info("densified elastix transform(s) on the fixed grid with transformix")
     return displacement_transform(array, Grid.of(fixed))
 

@@ -68,6 +68,30 @@ def image_class(pixel: str, components: int = 1) -> Any:
     )
 
 
+def image_region() -> Any:
+    """A new ``itk.ImageRegion[3]`` (from its submodule: the lazy name loads ITKCommon)."""
+    return _swig("itkImageRegionPython", "itkImageRegion3", lambda: _itk().ImageRegion[3])()
+
+
+def direction_matrix(rows: Any) -> Any:
+    """An ``itk.Matrix[itk.D, 3, 3]`` holding the 3x3 ``rows`` (an image direction).
+
+    Built from the SWIG submodules' ``vnl_matrix_fixed``: ITK converts a numpy direction
+    through ``itk.PyVnl``, whose lazy name loads the whole ITKCommon wrapping.
+    """
+    try:
+        matrix = importlib.import_module("itk.itkMatrixPython").itkMatrixD33
+        vnl = importlib.import_module("itk.vnl_matrix_fixedPython").vnl_matrix_fixedD_3_3()
+    except (ImportError, AttributeError):
+        import numpy as np
+
+        return _itk().GetMatrixFromArray(np.ascontiguousarray(rows, dtype=np.float64))
+    for r in range(3):
+        for c in range(3):
+            vnl.put(r, c, float(rows[r][c]))
+    return matrix(vnl)
+
+
 def pixel_code(image: Any) -> str | None:
     """The wrapping pixel code of a 3-D scalar image (``"SS"``, ``"F"``...), else None."""
     name = type(image).__name__
@@ -75,6 +99,57 @@ def pixel_code(image: Any) -> str | None:
         if name == f"itkImage{code}3":
             return code
     return None
+
+
+_VIEW_DTYPES = {"UC": "uint8", "SC": "int8", "US": "uint16", "SS": "int16", "F": "float32"}
+_VIEW_DTYPES.update({"UI": "uint32", "SI": "int32", "UL": "uint64", "SL": "int64", "D": "float64"})
+
+
+def _view_layout(image: Any) -> tuple[str, int] | None:
+    """(pixel code, components) of an ``itkImage<code>3`` or ``itkImageV<code>33``, else None."""
+    name = type(image).__name__
+    if not (name.startswith("itkImage") and name.endswith("3")):
+        return None
+    code = name[len("itkImage") : -1]
+    if code in _VIEW_DTYPES:
+        return code, 1
+    if code.startswith("V") and code.endswith("3") and code[1:-1] in _VIEW_DTYPES:
+        return code[1:-1], 3
+    return None
+
+
+def array_view_from_image(image: Any) -> Any:
+    """``itk.array_view_from_image(image)``: the voxels as a (Z, Y, X[, 3]) numpy view.
+
+    For 3-D scalar and 3-vector images the view comes from the image's own ``PyBuffer``
+    SWIG class: ITK's wrapper function checks ``isinstance(image, itk.VectorImage)``, and
+    that name makes the lazy loader import the whole ITKCommon wrapping (about 0.4-0.6 s of a
+    one-shot registration). The result is the same kind of array (``NDArrayITKBase``, which
+    keeps the image alive) on the same buffer; other images use ITK's function.
+    """
+    layout = _view_layout(image)
+    module = None
+    if layout is not None:
+        try:
+            module = importlib.import_module("itk.itkPyBufferPython")
+            buffer_class = getattr(module, "itkPyBufferI" + type(image).__name__[len("itkImage") :])
+        except (ImportError, AttributeError):
+            module = None
+    if module is None or image.GetBufferPointer() is None:
+        return _itk().array_view_from_image(image)
+    import numpy as np
+
+    source = image.GetSource()
+    if source:
+        source.UpdateLargestPossibleRegion()
+    size = image.GetBufferedRegion().GetSize()
+    shape = [int(size[axis]) for axis in (2, 1, 0)]
+    code, components = layout
+    if components > 1:
+        shape.append(components)
+    memory = buffer_class._GetArrayViewFromImage(image)
+    view = np.asarray(memory).view(dtype=_VIEW_DTYPES[code]).reshape(shape).view(np.ndarray)
+    return module.NDArrayITKBase(view, image)
 
 
 def displacement_field_transform(pixel: str = "D") -> Any:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import itk
 import numpy as np
 
 from ..errors import InputError
 from ..metrics import sample_field
+from . import itk_classes
 from .initial import as_transform, checked_transform
 from .io.images import read_image
 from .io.transforms import TRANSFORM_SUFFIXES, read_transform
@@ -111,7 +111,7 @@ def _field_mapping(image: Any, what: str) -> Mapping:
             "T(x) = x + u(x)). Pass the field (e.g. field.nii.gz) or the transform file."
         )
     grid = Grid.of(image)
-    array = np.asarray(itk.array_view_from_image(image))
+    array = np.asarray(itk_classes.array_view_from_image(image))
     if array.shape != (*grid.shape, 3):
         raise InputError(f"{what} has array shape {array.shape}; expected {(*grid.shape, 3)}.")
     if not np.isfinite(array).all():

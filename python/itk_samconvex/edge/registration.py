@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import itk
 import numpy as np
 import torch
 
@@ -28,6 +27,7 @@ from ..solver.device import check_memory, resolve_device, torch_threads
 from ..solver.features import make_extractor
 from ..solver.lungs import lung_mask, lung_share
 from ..solver.pyramid import estimate_peak_bytes, register_sliding, register_tensors
+from . import itk_classes
 from .checks import check_ct, size_warning
 from .initial import as_transform
 from .io.images import as_itk_image
@@ -88,7 +88,7 @@ class RegistrationResult:
     @property
     def deformable_transform(self) -> Any:
         """``DisplacementFieldTransform[D, 3]`` of ``u`` alone (no initial transform)."""
-        array = np.asarray(itk.array_view_from_image(self.deformable_field))
+        array = np.asarray(itk_classes.array_view_from_image(self.deformable_field))
         return displacement_transform(array, Grid.of(self.deformable_field))
 
 
@@ -224,7 +224,12 @@ def check_inputs(
     fixed_grid = check_image(fixed, "fixed image")
     moving_grid = check_image(moving, "moving image")
     for image, name in ((fixed, "fixed image"), (moving, "moving image")):
-        check_ct(itk.array_view_from_image(image), name, cfg.foreground_threshold_hu, cfg.ct_check)
+        check_ct(
+            itk_classes.array_view_from_image(image),
+            name,
+            cfg.foreground_threshold_hu,
+            cfg.ct_check,
+        )
     if fixed_mask is not None:
         check_mask(fixed_mask, "fixed_mask", fixed_grid, "the fixed image")
     if moving_mask is not None:

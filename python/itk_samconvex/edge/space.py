@@ -80,7 +80,7 @@ class Grid:
         """Set this grid's origin, spacing and direction on an ITK image."""
         image.SetOrigin([float(v) for v in self.origin])
         image.SetSpacing([float(v) for v in self.spacing])
-        image.SetDirection(np.ascontiguousarray(self.direction_matrix, dtype=np.float64))
+        image.SetDirection(itk_classes.direction_matrix(self.direction_matrix))
 
     @classmethod
     def of(cls, image) -> Grid:
@@ -136,7 +136,7 @@ def array_view(image) -> np.ndarray:
     The view shares the image's buffer and keeps the image alive (``itk.array_view_from_image``
     alone does not: a view of a temporary image would read freed memory).
     """
-    return np.asarray(_ImageBuffer(itk.array_view_from_image(image), image))
+    return np.asarray(_ImageBuffer(itk_classes.array_view_from_image(image), image))
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def check_image(image, name: str, *, allow_integer_only: bool = False) -> Grid:
             f"{gram_error:.3g}); fix the image header (re-orthonormalise the direction cosines)."
         )
     if not allow_integer_only:
-        values = itk.array_view_from_image(image)
+        values = itk_classes.array_view_from_image(image)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             bad = int((~np.isfinite(values)).sum())
             raise InputError(
@@ -205,7 +205,7 @@ def check_mask(mask, name: str, image_grid: Grid, image_name: str) -> Grid:
             f"{_fmt(image_grid.spacing)}/{_fmt(image_grid.origin)}); resample the mask onto the "
             "image with nearest-neighbour interpolation first."
         )
-    if not np.any(itk.array_view_from_image(mask)):
+    if not np.any(itk_classes.array_view_from_image(mask)):
         raise InputError(
             f"{name} is empty (no non-zero voxel); pass a mask that covers the "
             "region to register, or no mask."
@@ -288,7 +288,7 @@ def foreground_box(
     Returns (low, high) in mm relative to the image origin along its index axes (x, y, z),
     clipped to the image extent, or None when nothing is above the threshold.
     """
-    values = itk.array_view_from_image(image)
+    values = itk_classes.array_view_from_image(image)
     above = values > threshold
     if not above.any():
         return None
@@ -314,7 +314,7 @@ def as_float_image(image):
     """The image as ``itk.Image[itk.F, 3]`` (a float copy unless it already is one)."""
     if itk_classes.pixel_code(image) == "F":
         return image
-    values = np.asarray(itk.array_view_from_image(image), dtype=np.float32)
+    values = np.asarray(itk_classes.array_view_from_image(image), dtype=np.float32)
     return scalar_image(values, Grid.of(image), "F")
 
 
@@ -391,7 +391,7 @@ def dense_field_of(transform, grid: Grid, dtype=np.float32) -> np.ndarray:
         )
         return u.astype(dtype, copy=False)
     reference = itk_classes.image_class("UC").New()
-    region = itk.ImageRegion[3]()
+    region = itk_classes.image_region()
     region.SetSize([int(v) for v in grid.size])
     reference.SetRegions(region)
     grid.apply_to(reference)
@@ -400,7 +400,7 @@ def dense_field_of(transform, grid: Grid, dtype=np.float32) -> np.ndarray:
     filt.SetUseReferenceImage(True)
     filt.SetReferenceImage(reference)
     filt.Update()
-    return np.asarray(itk.array_view_from_image(filt.GetOutput()), dtype=np.float32).copy()
+    return np.asarray(itk_classes.array_view_from_image(filt.GetOutput()), dtype=np.float32).copy()
 
 
 def sample_image(
@@ -436,7 +436,9 @@ def sample_image(
         inside: (Z, Y, X) bool tensor: sample within the image's voxel extent.
     """
     src = Grid.of(image)
-    volume = torch.from_numpy(np.asarray(itk.array_view_from_image(image), dtype=np.float32))
+    volume = torch.from_numpy(
+        np.asarray(itk_classes.array_view_from_image(image), dtype=np.float32)
+    )
     volume = volume.to(device)[None, None]
     to_index = np.linalg.inv(src.direction_matrix @ np.diag(src.spacing))  # mm -> (i, j, k)
     if displacement_mm is not None:
@@ -610,12 +612,12 @@ def vector_image(array_zyx3: np.ndarray, grid: Grid, pixel="F"):
     if tuple(array_zyx3.shape) != (*grid.shape, 3):
         raise ValueError(f"array shape {array_zyx3.shape} does not match grid {grid.shape}")
     image = itk_classes.image_class(_code(pixel), 3).New()
-    region = itk.ImageRegion[3]()
+    region = itk_classes.image_region()
     region.SetSize([int(v) for v in grid.size])
     image.SetRegions(region)
     grid.apply_to(image)
     image.Allocate()
-    itk.array_view_from_image(image)[:] = array_zyx3
+    itk_classes.array_view_from_image(image)[:] = array_zyx3
     return image
 
 
@@ -623,10 +625,10 @@ def scalar_image(array_zyx: np.ndarray, grid: Grid, pixel="F"):
     """An ITK-owned scalar image on ``grid`` holding a copy of the array (``pixel``: a code
     such as ``"F"``, ``"SS"``, ``"UC"``, or an ``itk.F``-style type)."""
     image = itk_classes.image_class(_code(pixel)).New()
-    region = itk.ImageRegion[3]()
+    region = itk_classes.image_region()
     region.SetSize([int(v) for v in grid.size])
     image.SetRegions(region)
     grid.apply_to(image)
     image.Allocate()
-    itk.array_view_from_image(image)[:] = array_zyx
+    itk_classes.array_view_from_image(image)[:] = array_zyx
     return image

@@ -67,7 +67,7 @@ def displacement_transform(field_mm: np.ndarray, grid: Grid) -> Any:
 def transform_field_image(transform: Any) -> Any:
     """The displacement field image of a DisplacementFieldTransform (float32 copy)."""
     field = transform.GetDisplacementField()
-    array = np.asarray(itk.array_view_from_image(field), dtype=np.float32)
+    array = np.asarray(itk_classes.array_view_from_image(field), dtype=np.float32)
     return vector_image(array, Grid.of(field), "F")
 
 
@@ -84,7 +84,7 @@ def warp_image(
     value is ``default_value`` (default: the moving image's minimum, i.e. air for CT).
     """
     if default_value is None:
-        default_value = np.min(itk.array_view_from_image(moving)).item()
+        default_value = np.min(itk_classes.array_view_from_image(moving)).item()
     code = itk_classes.pixel_code(moving)
     fast = _warp_in_torch(moving, transform, reference, nearest, default_value, code)
     if fast is not None:
@@ -106,7 +106,7 @@ def _warp_with_itk(
         if nearest:
             kwargs["interpolator"] = itk.NearestNeighborInterpolateImageFunction.New(moving)
         return itk.resample_image_filter(moving, **kwargs)
-    if np.issubdtype(itk.array_view_from_image(moving).dtype, np.integer):
+    if np.issubdtype(itk_classes.array_view_from_image(moving).dtype, np.integer):
         # SetDefaultPixelValue takes the pixel type
         default_value = int(default_value)
     resampler = itk_classes.resample_filter(code).New()
@@ -133,7 +133,7 @@ def _own_field(transform: Any, grid: Grid) -> np.ndarray | None:
     field = get_field()
     if field is None or not Grid.of(field).same_as(grid):
         return None
-    return itk.array_view_from_image(field)
+    return itk_classes.array_view_from_image(field)
 
 
 def _warp_in_torch(
@@ -158,7 +158,7 @@ def _warp_in_torch(
     values, inside = sample_image(
         moving, grid, transform if linear else None, nearest, displacement_mm=dense
     )
-    dtype = itk.array_view_from_image(moving).dtype
+    dtype = itk_classes.array_view_from_image(moving).dtype
     if np.issubdtype(dtype, np.integer):  # ITK clamps to the type's range, then truncates
         limits = np.iinfo(dtype)
         values = values.clamp(float(limits.min), float(limits.max)).trunc()

@@ -367,16 +367,16 @@ def _from_simpleitk(image: Any, what: str) -> Any:
             " components per voxel; pass a scalar image."
         )
     out = itk_classes.image_class(code).New()
-    import itk
-
-    region = itk.ImageRegion[3]()
+    region = itk_classes.image_region()
     region.SetSize([int(v) for v in image.GetSize()])
     out.SetRegions(region)
     out.Allocate()
     out.SetSpacing([float(v) for v in image.GetSpacing()])
     out.SetOrigin([float(v) for v in image.GetOrigin()])
-    out.SetDirection(np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3))
-    itk.array_view_from_image(out)[:] = array.astype(itk.array_view_from_image(out).dtype)
+    out.SetDirection(itk_classes.direction_matrix(np.asarray(image.GetDirection()).reshape(3, 3)))
+    itk_classes.array_view_from_image(out)[:] = array.astype(
+        itk_classes.array_view_from_image(out).dtype
+    )
     return out
 
 

@@ -114,13 +114,12 @@ def _single_precision_field(transform: Any) -> Any | None:
     float32-exact."""
     if transform.GetNameOfClass() != "DisplacementFieldTransform":
         return None
-    import itk
     import numpy as np
 
     from ..space import Grid, vector_image
 
     field = transform.GetDisplacementField()
-    values = np.asarray(itk.array_view_from_image(field))
+    values = np.asarray(itk_classes.array_view_from_image(field))
     if values.dtype != np.float64 or not np.array_equal(values.astype(np.float32), values):
         return None
     single = itk_classes.displacement_field_transform("F").New()
