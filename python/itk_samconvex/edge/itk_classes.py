@@ -101,8 +101,19 @@ def pixel_code(image: Any) -> str | None:
     return None
 
 
-_VIEW_DTYPES = {"UC": "uint8", "SC": "int8", "US": "uint16", "SS": "int16", "F": "float32"}
-_VIEW_DTYPES.update({"UI": "uint32", "SI": "int32", "UL": "uint64", "SL": "int64", "D": "float64"})
+#: numpy dtype of each wrapping pixel code an array view can hold.
+_VIEW_DTYPES = {
+    "UC": "uint8",
+    "SC": "int8",
+    "US": "uint16",
+    "SS": "int16",
+    "UI": "uint32",
+    "SI": "int32",
+    "UL": "uint64",
+    "SL": "int64",
+    "F": "float32",
+    "D": "float64",
+}
 
 
 def _view_layout(image: Any) -> tuple[str, int] | None:
