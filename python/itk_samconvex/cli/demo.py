@@ -14,7 +14,7 @@ from .common import (
     add_registration_options,
     command_timings,
     config_from_args,
-    skip_itk_dask_serializers,
+    prepare_one_shot_process,
 )
 
 
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     timings = command_timings()
-    skip_itk_dask_serializers()
+    prepare_one_shot_process()
     from ..apps.outputs import output_paths, refuse_existing
     from ..edge.io import output_folder
 

@@ -19,7 +19,7 @@ from .common import (
     check_inputs_exist,
     command_timings,
     config_from_args,
-    skip_itk_dask_serializers,
+    prepare_one_shot_process,
 )
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             "matches row i of the other)."
         )
     timings.mark("arguments")
-    skip_itk_dask_serializers()
+    prepare_one_shot_process()
     import torch  # noqa: F401 - the heavy imports of the command, timed as "imports"
 
     from ..apps.outputs import refuse_existing
