@@ -14,7 +14,7 @@ import torch
 from itk_samconvex.apps.phantom import make_phantom_pair
 from itk_samconvex.edge.registration import fixed_lung_share, register
 from itk_samconvex.solver.config import preset_config
-from itk_samconvex.solver.lungs import lung_share
+from itk_samconvex.solver.lungs import _window_any, lung_share
 
 SPACING_MM = 2.0
 
@@ -51,6 +51,21 @@ def test_lung_share_measures_the_lungs_and_not_the_skin():
     # without lungs: the skin's shell (half air, half tissue on average) is not lung
     _, share = lung_share(_torso(with_lungs=False)[0], SPACING_MM)
     assert share < 0.01
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3, 5, 8])
+def test_window_any_is_a_box_dilation_and_erosion(radius):
+    """The doubling-window or equals the max over the (2r+1)^3 box (max_pool3d, which
+    ignores the outside), for dilation and, on the complement, erosion; odd sizes, and a
+    box longer than an axis."""
+    torch.manual_seed(radius)
+    mask = torch.rand(1, 1, 9, 14, 6) > 0.85
+    box = 2 * radius + 1
+    dilated = torch.nn.functional.max_pool3d(mask.float(), box, stride=1, padding=radius) > 0
+    eroded = -torch.nn.functional.max_pool3d(-mask.float(), box, stride=1, padding=radius) > 0
+    assert torch.equal(_window_any(mask, radius, empty=False), dilated)
+    assert torch.equal(_window_any(mask, radius, empty=True), eroded)
+    assert _window_any(mask, radius, empty=False).sum() > mask.sum()
 
 
 def _shared_ct(shared_data, kind: str) -> list:
@@ -100,6 +115,8 @@ def test_lung_settings_auto_are_chosen_from_the_fixed_image_and_reported(phantom
     # the config reported is the one that ran
     assert result.config.io_grid_factor == default.lung_io_grid_factor == 1
     assert result.config.io_regularization == default.lung_io_regularization == 0.5
+    assert result.config.io_iterations == default.lung_io_iterations == 50
+    assert f"{default.lung_io_iterations} steps" in choice
     assert "sliding" not in result.choices  # sliding is off by default: not decided
 
 
@@ -118,10 +135,12 @@ def test_lung_settings_off_and_on_are_obeyed(phantom):
 def test_the_lung_preset_holds_the_lung_settings_as_values():
     lung, default = preset_config("lung"), preset_config("default")
     assert lung.lung_settings == "off"  # nothing left to decide: also what C++ exports
-    assert (lung.io_grid_factor, lung.io_regularization) == (
+    assert (lung.io_grid_factor, lung.io_regularization, lung.io_iterations) == (
         default.lung_io_grid_factor,
         default.lung_io_regularization,
+        default.lung_io_iterations,
     )
+    assert lung.io_iterations > default.io_iterations
 
 
 def test_sliding_runs_and_reports_its_choice(phantom):

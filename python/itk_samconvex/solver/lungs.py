@@ -38,13 +38,36 @@ def _box_mean(x: Tensor, size: int) -> Tensor:
     return x
 
 
-def _dilate(mask: Tensor, radius: int) -> Tensor:
-    """Max over a (2 radius + 1)^3 box, one axis at a time."""
-    for axis in range(3):
-        kernel, padding = [1, 1, 1], [0, 0, 0]
-        kernel[axis], padding[axis] = 2 * radius + 1, radius
-        mask = F.max_pool3d(mask, tuple(kernel), stride=1, padding=tuple(padding))
-    return mask
+def _window_any(mask: Tensor, radius: int, empty: bool) -> Tensor:
+    """For a bool (1, 1, Z, Y, X) mask: whether any voxel of the (2 radius + 1)^3 box is
+    set (``empty=False``: a dilation) or, with ``empty=True``, whether every voxel is (an
+    erosion, computed as the dilation of the complement). Voxels outside the volume never
+    count, as with ``max_pool3d``'s padding.
+
+    One axis at a time, by doubling windows: the window is grown from 1 to ``2 r + 1`` with
+    ``O(log r)`` ors of shifted views (a ``max_pool3d`` with a 1 x 1 x k kernel is an order of
+    magnitude slower on CPU).
+    """
+    x = ~mask if empty else mask
+    for dim in (2, 3, 4):
+        x = _window_any_along(x, dim, radius)
+    return ~x if empty else x
+
+
+def _window_any_along(x: Tensor, dim: int, radius: int) -> Tensor:
+    """Or over the ``2 radius + 1`` neighbours along ``dim`` (zero padding; same shape)."""
+    n, width = x.shape[dim], 2 * radius + 1
+    pads = [0] * 6
+    pads[2 * (4 - dim)] = pads[2 * (4 - dim) + 1] = radius
+    y = F.pad(x.to(torch.uint8), pads).bool()
+    # y_w[i] = or of y[i : i + w]; grow w by doubling up to the largest power of two <= width
+    w = 1
+    while 2 * w <= width:
+        m = y.shape[dim] - w
+        y = y.narrow(dim, 0, m) | y.narrow(dim, w, m)
+        w *= 2
+    # two overlapping windows of w cover width (w <= width < 2 w)
+    return y.narrow(dim, 0, n) | y.narrow(dim, width - w, n)
 
 
 def lung_mask(hu: Tensor, spacing_mm: float) -> Tensor:
@@ -61,12 +84,11 @@ def lung_mask(hu: Tensor, spacing_mm: float) -> Tensor:
     """
     size = max(3, round(NEIGHBOURHOOD_MM / spacing_mm) | 1)
     local = _box_mean(hu, size)
-    ambient = (local < AIR_HU).float()
-    near_ambient = _dilate(ambient, size) > 0
+    near_ambient = _window_any(local < AIR_HU, size, empty=False)
     lung = (local < LUNG_HU) & ~near_ambient
     # a closing of one voxel: small vessels and fissures at the lung surface stay inside
-    closed = -_dilate(-_dilate(lung.float(), 1), 1)
-    return closed
+    closed = _window_any(_window_any(lung, 1, empty=False), 1, empty=True)
+    return closed.to(hu.dtype)
 
 
 def lung_fraction(mask: Tensor, body: Tensor) -> float:
