@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tomllib
 
 import itk
@@ -263,3 +266,42 @@ def test_version_and_help(capsys):
     assert "itk-samconvex" in capsys.readouterr().out
     assert main([]) == 2
     assert "register" in capsys.readouterr().out
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+from itk_samconvex.cli.common import prepare_one_shot_process
+prepare_one_shot_process()
+try:
+    import distributed.protocol  # noqa: F401
+    print("distributed imported")
+except ImportError:
+    pass
+np.ones(1 << 24, dtype=np.float32).sum()  # 64 MB: first touch of the heap
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    np.ones(1 << 24, dtype=np.float32).sum()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(
+    not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"), reason="glibc's mallopt"
+)
+def test_one_shot_commands_reuse_freed_memory_and_skip_dask(tmp_path):
+    """In a register/demo process, freed 64 MB buffers are reused (no new page faults);
+    with SAMCONVEX_KEEP_FREED_MEMORY=0 each one is a fresh mapping: at least 32 faults
+    each even with 2 MB huge pages (16k with 4 kB pages)."""
+
+    def faults(setting: str) -> int:
+        env = {**os.environ, "SAMCONVEX_KEEP_FREED_MEMORY": setting}
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert "distributed" not in out
+        return int(out[-1])
+
+    kept, fresh = faults("1"), faults("0")
+    assert kept < 32, kept
+    assert fresh >= 4 * 32, fresh

@@ -74,7 +74,6 @@ def test_default_and_fast_preset_values():
     assert cfg.padding == "replicate"
     assert cfg.feature_extraction == "once"
     assert cfg.io_parameterization == "total"
-    assert (cfg.io_iterations, cfg.lung_io_iterations) == (25, 50)
     assert cfg.max_working_voxels == 2_500_000
     fast = preset_config("fast")
     assert [(lv.grid_factor, lv.search_radius) for lv in fast.levels] == [(8, 2), (4, 2), (2, 1)]
@@ -252,7 +251,6 @@ def test_replace_coerces_levels_and_weights():
         ({"max_working_voxels": 4095}, r"Parameter 'max_working_voxels' is 4095; use None"),
         ({"io_iterations": -1}, r"Parameter 'io_iterations/io_relinearize_every'"),
         ({"io_relinearize_every": 0}, r"Parameter 'io_iterations/io_relinearize_every'"),
-        ({"lung_io_iterations": -2}, r"Parameter 'lung_io_iterations' is -2"),
     ],
 )
 def test_validation_names_the_parameter(changes, pattern):

@@ -115,8 +115,6 @@ def test_lung_settings_auto_are_chosen_from_the_fixed_image_and_reported(phantom
     # the config reported is the one that ran
     assert result.config.io_grid_factor == default.lung_io_grid_factor == 1
     assert result.config.io_regularization == default.lung_io_regularization == 0.5
-    assert result.config.io_iterations == default.lung_io_iterations == 50
-    assert f"{default.lung_io_iterations} steps" in choice
     assert "sliding" not in result.choices  # sliding is off by default: not decided
 
 
@@ -135,12 +133,10 @@ def test_lung_settings_off_and_on_are_obeyed(phantom):
 def test_the_lung_preset_holds_the_lung_settings_as_values():
     lung, default = preset_config("lung"), preset_config("default")
     assert lung.lung_settings == "off"  # nothing left to decide: also what C++ exports
-    assert (lung.io_grid_factor, lung.io_regularization, lung.io_iterations) == (
+    assert (lung.io_grid_factor, lung.io_regularization) == (
         default.lung_io_grid_factor,
         default.lung_io_regularization,
-        default.lung_io_iterations,
     )
-    assert lung.io_iterations > default.io_iterations
 
 
 def test_sliding_runs_and_reports_its_choice(phantom):

@@ -128,13 +128,11 @@ def _lung_choices(
     if cfg.lung_settings == "on" or (cfg.lung_settings == "auto" and mostly_lung):
         why = "asked" if cfg.lung_settings == "on" else f"{share} (at least {threshold})"
         cfg = cfg.replace(
-            io_grid_factor=cfg.lung_io_grid_factor,
-            io_regularization=cfg.lung_io_regularization,
-            io_iterations=cfg.lung_io_iterations,
+            io_grid_factor=cfg.lung_io_grid_factor, io_regularization=cfg.lung_io_regularization
         )
         choices["lung_settings"] = (
             f"on: {why}; instance optimisation on a {cfg.io_grid_factor}-voxel grid with "
-            f"io_regularization {cfg.io_regularization:g}, {cfg.io_iterations} steps"
+            f"io_regularization {cfg.io_regularization:g}"
         )
     elif cfg.lung_settings == "auto":
         choices["lung_settings"] = f"off: {share} (below {threshold})"

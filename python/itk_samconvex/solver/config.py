@@ -95,13 +95,11 @@ class SAMConvexConfig:
     # --- lungs: decided from the fixed image (the report's ``automatic_choices``) ----------
     # "auto": when the lungs fill at least ``lung_body_fraction`` of the fixed body, the
     # instance optimisation runs with the ``lung_io_*`` values (finer grid, weaker
-    # regulariser, more steps: breathing detail is fine and the pair is intra-patient);
-    # "on"/"off" force it
+    # regulariser: breathing detail is fine and the pair is intra-patient); "on"/"off" force it
     lung_settings: LungSettings = "auto"
     lung_body_fraction: float = 0.2
     lung_io_grid_factor: int = 1
     lung_io_regularization: float = 0.5
-    lung_io_iterations: int = 50
     # register lungs and the rest separately so the field can break at the pleura; "auto":
     # when the lungs fill at least ``lung_body_fraction`` of the fixed body
     sliding: Sliding = "off"
@@ -115,9 +113,7 @@ class SAMConvexConfig:
     fov_anchor_min_band_mm: float = 4.0
     # --- instance optimisation ------------------------------------------------------------
     instance_optimization: bool = True
-    # 25 steps: on 16 OpenKBP validation pairs, 50 steps gained 0.0007 mean Dice for 0.9 s
-    # (benchmarks/results/headneck_sweep); lungs keep 50 (``lung_io_iterations``)
-    io_iterations: int = 25
+    io_iterations: int = 50
     io_learning_rate: float = 0.25
     io_adam_eps: float = 1e-2
     io_regularization: float = 1.0
@@ -326,8 +322,6 @@ def _validate(cfg: SAMConvexConfig) -> None:
             raise bad("search_radius", f"is {level.search_radius}", "use 0..8 level voxels")
     if cfg.io_iterations < 0 or cfg.io_relinearize_every < 1:
         raise bad("io_iterations/io_relinearize_every", "are out of range", "use >=0 and >=1")
-    if cfg.lung_io_iterations < 0:
-        raise bad("lung_io_iterations", f"is {cfg.lung_io_iterations}", "use 0 or more")
     if cfg.hu_max <= cfg.hu_min:
         raise bad("hu_max", f"({cfg.hu_max}) is not above hu_min ({cfg.hu_min})", "swap them")
     for name in (
@@ -387,7 +381,6 @@ def preset_config(name: str = "default", **overrides: Any) -> SAMConvexConfig:
             lung_settings="off",
             io_grid_factor=base.lung_io_grid_factor,
             io_regularization=base.lung_io_regularization,
-            io_iterations=base.lung_io_iterations,
         )
     elif name == "fast":
         base = base.replace(
